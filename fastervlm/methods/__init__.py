@@ -1,0 +1,59 @@
+"""Every pruning method, visible in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from fastervlm.methods import fastervlm
+from fastervlm.methods.signals import ViewSignals
+
+MethodConfig = Any  # a frozen dataclass with `budget`; each method defines its own
+
+
+@dataclass(frozen=True)
+class Method:
+    config: type
+    select: Callable[[MethodConfig, ViewSignals], torch.Tensor]
+    needs: frozenset[str]
+
+
+METHODS: dict[str, Method] = {
+    "fastervlm": Method(fastervlm.FasterVLMConfig, fastervlm.select, needs=frozenset({"vision_cls_row"})),
+}
+
+
+def method_entry(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_name(config: MethodConfig) -> str:
+    for name, entry in METHODS.items():
+        if type(config) is entry.config:
+            return name
+    raise TypeError(
+        f"method must be a method name or one of {', '.join(e.config.__name__ for e in METHODS.values())}, "
+        f"got {type(config).__name__}"
+    )
+
+
+def resolve_config(method: str | MethodConfig, options: dict[str, Any]) -> MethodConfig:
+    """Turn prune()'s (method, **options) into the method's config; options name config fields."""
+    if not isinstance(method, str):
+        method_name(method)
+        if options:
+            raise ValueError(f"pass options inside the config object, not beside it: got {sorted(options)}")
+        return method
+    config_cls = method_entry(method).config
+    allowed = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; allowed: {', '.join(sorted(allowed))}")
+    if "tokens" in options and "ratio" not in options:
+        options = {**options, "ratio": None}
+    return config_cls(**options)

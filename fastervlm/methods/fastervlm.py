@@ -1,0 +1,44 @@
+"""FasterVLM: keep the patches the vision encoder's [CLS] token attends to most (arXiv 2412.01818)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastervlm.budget import Budget
+from fastervlm.methods.signals import ViewSignals
+
+
+@dataclass(frozen=True)
+class FasterVLMConfig:
+    """[CLS]-attention pruning before the language model.
+
+    ratio: fraction of visual tokens removed per view (the paper's convention); or tokens: kept per view.
+    score_layer: vision layer whose [CLS] row scores the patches; None means the model's
+    `vision_feature_layer` (-2 for LLaVA), which is what the paper does: scoring any other layer breaks parity.
+    """
+
+    ratio: float | None = 0.9
+    tokens: int | None = None
+    score_layer: int | None = None
+
+    def __post_init__(self) -> None:
+        Budget(self.ratio, self.tokens)
+        if self.score_layer is not None and (
+            isinstance(self.score_layer, bool) or not isinstance(self.score_layer, int)
+        ):
+            raise ValueError(
+                f"score_layer must be an int (a hidden-state index like -2) or None, got {self.score_layer!r}"
+            )
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.ratio, self.tokens)
+
+
+def select(config: FasterVLMConfig, views: ViewSignals) -> torch.Tensor:
+    """Kept patch indices per view, (views, k), ascending: the LLM was trained on raster order."""
+    scores = views.require_cls_attention("fastervlm")
+    k = config.budget.kept(views.num_patches)
+    return scores.topk(k, dim=-1).indices.sort(dim=-1).values

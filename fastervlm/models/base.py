@@ -1,0 +1,80 @@
+"""What the runtime asks of a model family; an adapter knows where things are, never what to keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VisionAttention:
+    """The one vision self-attention whose [CLS] query row scores the patches.
+
+    q_proj / k_proj are hooked for their outputs, so the row costs one (1 x N) product per head and
+    the attention itself keeps running with whatever kernel the model was loaded with.
+    """
+
+    q_proj: nn.Module
+    k_proj: nn.Module
+    num_heads: int
+    scale: float
+
+
+@dataclass
+class ImageSelection:
+    """What pruning kept of one image's feature rows (the placeholder span it fills in the text).
+
+    Attached to the per-image feature tensor, so the selection follows the features through generate's
+    pre-encoding and beam expansion, which copy list entries but never rebuild them.
+    """
+
+    rows: torch.Tensor  # kept row indices into the image's feature rows, ascending
+    num_rows: int  # rows before pruning: the image's placeholder tokens in the text
+    views: list[torch.Tensor]  # per view (image / crop / frame): kept patch indices, raster order
+    view_sizes: list[int]  # patches per view
+
+
+SELECTION_ATTR = "_fastervlm_selection"
+
+
+class ModelAdapter:
+    """Base for one model family. Subclasses name their classes and locate modules and inputs."""
+
+    model_classes: tuple[str, ...] = ()
+
+    def base(self, model: nn.Module) -> nn.Module:
+        """The module whose forward merges image features into the token sequence."""
+        raise NotImplementedError
+
+    def image_token_id(self, model: nn.Module) -> int:
+        raise NotImplementedError
+
+    def patches_per_view(self, model: nn.Module) -> int:
+        raise NotImplementedError
+
+    def patch_grid(self, model: nn.Module) -> tuple[int, int]:
+        """(rows, cols) of one view's patches, for drawing kept patches on the image."""
+        raise NotImplementedError
+
+    def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
+        """Raise if this model cannot provide what a method needs."""
+        raise NotImplementedError
+
+    def vision_attention(self, model: nn.Module, score_layer: int | None) -> VisionAttention:
+        raise NotImplementedError
+
+    def projector(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Move raw pixel inputs into `mm_encoder_outputs`, as generate() does before prefill."""
+        raise NotImplementedError
+
+    def selections(
+        self, pooler_output: list[torch.Tensor], kept: torch.Tensor, num_patches: int
+    ) -> list[ImageSelection]:
+        """Map per-view kept patch indices (views, k) to each image's feature rows."""
+        raise NotImplementedError

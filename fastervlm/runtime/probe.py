@@ -1,0 +1,63 @@
+"""The vision [CLS] attention row at one layer, without materialising any attention map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fastervlm.models.base import VisionAttention
+
+
+def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """Post-softmax attention of token 0 ([CLS]) to the patches, averaged over heads: (batch, N).
+
+    query: (batch, dim) projected [CLS] query; keys: (batch, 1 + N, dim) projected keys. The softmax runs
+    over all 1 + N keys, [CLS] included, and is not renormalised over the patches, as in the reference
+    (which reads attentions[layer][:, :, 0, 1:] from an eager run). fp32 so bf16 models rank as eager does.
+    """
+    batch, tokens, dim = keys.shape
+    head_dim = dim // num_heads
+    q = query.float().reshape(batch, num_heads, 1, head_dim)
+    k = keys.float().reshape(batch, tokens, num_heads, head_dim).transpose(1, 2)
+    probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)  # (batch, heads, 1, 1 + N)
+    return probs[:, :, 0, 1:].mean(dim=1)
+
+
+class ClsRowProbe:
+    """Reads q_proj / k_proj outputs of one attention module while armed; computes the [CLS] row.
+
+    Hooking the projections' outputs costs nothing extra: the model computes them anyway, and the
+    attention kernel (sdpa, flash, eager) is left alone.
+    """
+
+    def __init__(self, attention: VisionAttention) -> None:
+        self.attention = attention
+        self.armed = False
+        self.scores: torch.Tensor | None = None
+        self._query: torch.Tensor | None = None
+        self.handles = [
+            attention.q_proj.register_forward_hook(self._on_query),
+            attention.k_proj.register_forward_hook(self._on_keys),
+        ]
+
+    def arm(self) -> None:
+        self.armed, self.scores, self._query = True, None, None
+
+    def disarm(self) -> None:
+        self.armed, self._query = False, None
+
+    def _on_query(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.armed:
+            self._query = output[:, 0].detach()
+
+    def _on_keys(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.armed:
+            if self._query is None:
+                raise RuntimeError("k_proj ran before q_proj in the scored vision layer; cannot form the [CLS] row")
+            a = self.attention
+            self.scores = cls_attention_row(self._query, output.detach(), a.num_heads, a.scale)
+
+    def removers(self) -> list[Callable[[], None]]:
+        return [h.remove for h in self.handles]
