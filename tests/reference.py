@@ -1,0 +1,66 @@
+"""Independent references the tests compare against: eager attention maps and hand-built short sequences.
+
+Nothing here imports fastervlm's runtime: the reference reads attentions from an eager run of the stock
+vision tower and feeds the stock model a sequence built by hand from the kept patches.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlavaForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from fastervlm.budget import kept_count
+
+
+def eager_cls_scores(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """[CLS] -> patch attention at the feature layer, heads averaged, from materialised eager maps."""
+    tower = model.model.vision_tower
+    previous = tower.config._attn_implementation
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = tower(pixel_values, output_attentions=True)
+    finally:
+        tower.set_attn_implementation(previous)
+    attentions = out.attentions[model.config.vision_feature_layer]  # (images, heads, 1 + N, 1 + N)
+    return attentions[:, :, 0, 1:].mean(dim=1)
+
+
+def reference_kept(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, ratio: float) -> torch.Tensor:
+    scores = eager_cls_scores(model, pixel_values)
+    k = kept_count(scores.shape[1], ratio)
+    return scores.topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+def short_inputs(
+    model: LlavaForConditionalGeneration, inputs: dict, kept: torch.Tensor, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """The batch a user would build by hand: only kept image tokens, re-left-padded, features pre-encoded."""
+    token = model.config.image_token_id
+    with torch.no_grad():
+        features = model.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True)
+    per_image = [f[k] for f, k in zip(features.pooler_output, kept, strict=True)]
+    rows, image = [], 0
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
+        ids = ids[mask.bool()].tolist()
+        short, n_placeholder = [], 0
+        for t in ids:
+            if t != token:
+                short.append(t)
+                continue
+            if n_placeholder % 576 == 0:
+                short.extend([token] * len(kept[image]))
+                image += 1
+            n_placeholder += 1
+        rows.append(short)
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    image_out = BaseModelOutputWithPooling(pooler_output=per_image)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "mm_encoder_outputs": {"image": image_out}}
+
+
+def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions the way generate() derives them from a left-padded mask."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
