@@ -1,0 +1,117 @@
+"""The command line: demo end to end on the tiny model, generate through the real from_pretrained path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import fastervlm
+from fastervlm.cli import main
+from fastervlm.demo import llava_prompt
+from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
+from fastervlm.viz.overlay import DPI, PANEL_INCHES, TITLE_INCHES
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory as a user has one: config, safetensors weights, processor and tokenizer files."""
+    path = tmp_path_factory.mktemp("tiny_llava")
+    tiny_llava().save_pretrained(path)
+    tiny_processor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    path = tmp_path / "picture.png"
+    synthetic_images(1)[0].save(path)
+    return path
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """ratio -> (visual tokens, kept per image) from the demo table's rows."""
+    rows = (line.split() for line in stdout.splitlines())
+    return {cells[1]: cells[2:4] for cells in rows if cells and cells[0] in ("unpruned", "fastervlm")}
+
+
+def test_demo_without_model_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # rich sizes and styles the table from the environment
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    png = tmp_path / "kept.png"
+    code = main(["demo", "--repeats", "1", "--max-new-tokens", "2", "--images", "1", "--out", str(png)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "RANDOM weights" in stdout.splitlines()[0]
+    assert table_rows(stdout) == {
+        "0": ["576", "576"],
+        "0.5": ["288", "288"],
+        "0.75": ["144", "144"],
+        "0.9": ["58", "58"],
+        "0.95": ["29", "29"],
+    }
+    assert f"written to {png}" in stdout
+    with Image.open(png) as picture:  # the model's view plus one panel per ratio
+        assert picture.size == (round(5 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def test_generate_loads_a_saved_model_directory(saved_tiny, image_file, capsys):
+    argv = ["generate", "--model", str(saved_tiny), "--image", str(image_file), "--prompt", "What is this?"]
+    code = main([*argv, "--max-new-tokens", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    model, processor = fastervlm.prune(tiny_llava(), method="fastervlm", ratio=0.9), tiny_processor()
+    inputs = processor(
+        images=[Image.open(image_file)], text=["USER: <image>\nWhat is this? ASSISTANT:"], return_tensors="pt"
+    )
+    with torch.no_grad():
+        new = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, inputs["input_ids"].shape[1] :]
+    expected = processor.batch_decode(new, skip_special_tokens=True)[0].strip()
+    assert lines == [  # the loaded weights and processor answer exactly as the in-memory ones; no random-model note
+        f"{image_file}: {expected}",
+        "fastervlm: visual tokens into the LLM 576 -> 58 (kept per image: 58)",
+    ]
+
+
+def test_generate_with_token_budget_on_tiny_says_weights_are_random(image_file, capsys):
+    argv = ["generate", "--model", "tiny", "--image", str(image_file), "--image", str(image_file)]
+    code = main([*argv, "--prompt", "USER: <image>\nHi ASSISTANT:", "--tokens", "10", "--max-new-tokens", "2"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "RANDOM weights" in stdout
+    assert stdout.splitlines()[-1] == "fastervlm: visual tokens into the LLM 1152 -> 20 (kept per image: 10, 10)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--model", "tiny", "--image", "unused.png", "--prompt", "x", "--ratio", "1.5"],
+        ["demo", "--ratios", "0.5,1.5"],
+    ],
+)
+def test_bad_ratio_is_a_clean_error(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "error: ratio must be a number in [0, 1] (fraction of visual tokens removed), got 1.5\n"
+
+
+def test_missing_model_directory_is_a_clean_error(image_file, tmp_path, capsys):
+    missing = tmp_path / "no_such_model"
+    code = main(["generate", "--model", str(missing), "--image", str(image_file), "--prompt", "x"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --model {str(missing)!r} looks like a path, but no such directory exists\n"
+
+
+def test_argparse_errors_return_2_instead_of_exiting(capsys):
+    assert main(["demo", "--ratios", "0.5,abc"]) == 2
+    assert "expected comma-separated ratios" in capsys.readouterr().err
+
+
+def test_prompt_is_wrapped_in_the_llava_template_unless_it_has_an_image_token():
+    assert llava_prompt("What is this?") == "USER: <image>\nWhat is this? ASSISTANT:"
+    assert llava_prompt("<image>\nCaption:") == "<image>\nCaption:"
