@@ -68,7 +68,7 @@ def answers(model: nn.Module, processor: ProcessorMixin, inputs: BatchFeature, m
 
 def visual_tokens(model: nn.Module, inputs: BatchFeature) -> int:
     """Image placeholder tokens in the batch: what the unpruned model feeds its LLM."""
-    return int((inputs["input_ids"] == adapter_for(model).image_token_id(model)).sum())
+    return sum(int((inputs["input_ids"] == m.token_id).sum()) for m in adapter_for(model).modalities(model))
 
 
 def applied_report(model: nn.Module, visual_tokens_in: int) -> Report:

@@ -40,6 +40,15 @@ class ImageSelection:
 SELECTION_ATTR = "_fastervlm_selection"
 
 
+@dataclass(frozen=True)
+class Modality:
+    """One kind of visual input a model merges into its token sequence."""
+
+    name: str  # its key in mm_encoder_outputs ("image", "video")
+    token_id: int  # its placeholder token in input_ids
+    encoder: str  # the base-model method that encodes it (generate() calls it before prefill)
+
+
 class ModelAdapter:
     """Base for one model family. Subclasses name their classes and locate modules and inputs."""
 
@@ -49,7 +58,7 @@ class ModelAdapter:
         """The module whose forward merges image features into the token sequence."""
         raise NotImplementedError
 
-    def image_token_id(self, model: nn.Module) -> int:
+    def modalities(self, model: nn.Module) -> list[Modality]:
         raise NotImplementedError
 
     def patches_per_view(self, model: nn.Module) -> int:
@@ -63,8 +72,16 @@ class ModelAdapter:
         """Raise if this model cannot provide what a method needs."""
         raise NotImplementedError
 
-    def vision_attention(self, model: nn.Module, score_layer: int | None) -> VisionAttention:
+    def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         raise NotImplementedError
+
+    def feature_rows(self, modality: str, kept: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """Projector-input rows to keep, (views, r), given kept patch indices (views, k).
+
+        The default suits towers whose features are the patches alone (CLS cropped); a model that keeps extra
+        rows per view (a CLS row, say) maps them here.
+        """
+        return kept
 
     def projector(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervlm.models.base import ImageSelection, ModelAdapter, VisionAttention
+from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionAttention
 
 
 def encoder_layer_for_feature(feature_layer: int, num_layers: int) -> int:
@@ -32,8 +32,8 @@ class LlavaAdapter(ModelAdapter):
     def base(self, model: nn.Module) -> nn.Module:
         return model.model
 
-    def image_token_id(self, model: nn.Module) -> int:
-        return model.config.image_token_id
+    def modalities(self, model: nn.Module) -> list[Modality]:
+        return [Modality("image", model.config.image_token_id, "get_image_features")]
 
     def patch_grid(self, model: nn.Module) -> tuple[int, int]:
         vision = model.config.vision_config
@@ -62,9 +62,9 @@ class LlavaAdapter(ModelAdapter):
                     f"this method scores patches by the vision [CLS] token, and {type(tower).__name__} has no "
                     "[CLS] token; supported vision towers: CLIPVisionModel"
                 )
-            self.vision_attention(model, score_layer)
+            self.vision_attention(model, "image", score_layer)
 
-    def vision_attention(self, model: nn.Module, score_layer: int | None) -> VisionAttention:
+    def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         layers = model.model.vision_tower.encoder.layers  # transformers >= 5.x: no .vision_model
         feature_layer = model.config.vision_feature_layer if score_layer is None else score_layer
         attention = layers[encoder_layer_for_feature(feature_layer, len(layers))].self_attn
@@ -86,11 +86,12 @@ class LlavaAdapter(ModelAdapter):
         )
         return {**inputs, "mm_encoder_outputs": {**(inputs.get("mm_encoder_outputs") or {}), "image": image}}
 
-    def selections(
-        self, pooler_output: list[torch.Tensor], kept: torch.Tensor, num_patches: int
-    ) -> list[ImageSelection]:
+    def selections(self, modality: str, pooler_output: list[torch.Tensor], kept: torch.Tensor) -> list[ImageSelection]:
         if len(pooler_output) != kept.shape[0]:
             raise RuntimeError(
                 f"expected one feature tensor per view, got {len(pooler_output)} for {kept.shape[0]} views"
             )
-        return [ImageSelection(rows=k, num_rows=num_patches, views=[k], view_sizes=[num_patches]) for k in kept]
+        return [
+            ImageSelection(rows=k, num_rows=len(f), views=[k], view_sizes=[len(f)])
+            for f, k in zip(pooler_output, kept, strict=True)
+        ]

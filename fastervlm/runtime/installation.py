@@ -12,11 +12,13 @@ from torch import nn
 
 from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import ViewSignals
-from fastervlm.models.base import SELECTION_ATTR, ImageSelection, ModelAdapter
+from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
 from fastervlm.runtime.probe import ClsRowProbe
 from fastervlm.runtime.sequence import Compaction
 from fastervlm.runtime.wrap import wrap
+
+Pooled = list[torch.Tensor] | torch.Tensor  # pooler_output: per-image tensors, or one tensor of views
 
 
 def named_arguments(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -32,10 +34,38 @@ def named_arguments(function: Callable[..., Any], args: tuple, kwargs: dict[str,
     return flat
 
 
+def fixed_parameters(function: Callable[..., Any]) -> set[str]:
+    return {n for n, p in inspect.signature(function).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
 def row_mask(selection: ImageSelection) -> torch.Tensor:
     mask = torch.zeros(selection.num_rows, dtype=torch.bool, device=selection.rows.device)
     mask[selection.rows] = True
     return mask
+
+
+def attach_selections(pooled: Pooled, selections: list[ImageSelection]) -> None:
+    """Hang each selection on its features, so it follows them through generate's pre-encoding and beam expansion.
+
+    A list keeps its entries' identity when generate repeats it; a single tensor carries the whole list.
+    """
+    if isinstance(pooled, torch.Tensor):
+        setattr(pooled, SELECTION_ATTR, selections)
+        return
+    for features, selection in zip(pooled, selections, strict=True):
+        setattr(features, SELECTION_ATTR, selection)
+
+
+def selections_of(pooled: Pooled) -> list[ImageSelection] | None:
+    if isinstance(pooled, torch.Tensor):
+        return getattr(pooled, SELECTION_ATTR, None)
+    found = [getattr(features, SELECTION_ATTR, None) for features in pooled]
+    return None if any(s is None for s in found) else found
+
+
+def kept_rows(pooled: Pooled, selections: list[ImageSelection]) -> Pooled:
+    rows = [features.index_select(0, s.rows) for features, s in zip(pooled, selections, strict=True)]
+    return torch.stack(rows) if isinstance(pooled, torch.Tensor) else rows
 
 
 class Installation:
@@ -45,12 +75,14 @@ class Installation:
         self.model, self.adapter, self.config = model, adapter, config
         self.method_name = method_name(config)
         self.method = METHODS[self.method_name]
+        self.modalities: list[Modality] = adapter.modalities(model)
         self.num_patches = adapter.patches_per_view(model)
         self.report: Report | None = None
         self.undos: list[Callable[[], None]] = []
-        self.probe: ClsRowProbe | None = None
-        self._encoding = False
+        self.probes: dict[str, ClsRowProbe] = {}
+        self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
+        self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
         self._plan: Compaction | None = None  # of the last pruned prefill, used by its decode steps
         self._cache: object | None = None  # the KV cache that prefill filled
         self._step_plan: Compaction | None = None  # of the current forward call, for its labels
@@ -61,14 +93,16 @@ class Installation:
         score_layer = getattr(config, "score_layer", None)
         adapter.check(model, self.method.needs, score_layer)
         config.budget.check_fits(self.num_patches)
-        if "vision_cls_row" in self.method.needs:
-            self.probe = ClsRowProbe(adapter.vision_attention(model, score_layer))
-            self.undos += self.probe.removers()
+        base = adapter.base(model)
+        for modality in self.modalities:
+            if "vision_cls_row" in self.method.needs:
+                probe = ClsRowProbe(adapter.vision_attention(model, modality.name, score_layer))
+                self.probes[modality.name] = probe
+                self.undos += probe.removers()
+            self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
         projector = adapter.projector(model)
         self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
         self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
-        base = adapter.base(model)
-        self.undos.append(wrap(base, "get_image_features", self._encode_images))
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
         return self
@@ -80,71 +114,81 @@ class Installation:
 
     # Vision side: score, select, project the kept patches only.
 
-    def _encode_images(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _encoder_for(self, modality: str) -> Callable[..., Any]:
+        def encode(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            return self._encode(modality, original, *args, **kwargs)
+
+        return encode
+
+    def _encode(self, modality: str, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         layer = kwargs.get("vision_feature_layer")
         if layer is not None and layer != self.model.config.vision_feature_layer:
             raise ValueError(
                 f"vision_feature_layer={layer!r} differs from the one the model was pruned for "
                 f"({self.model.config.vision_feature_layer}); unprune and prune again to change it"
             )
-        self._encoding, self._kept = True, None
-        if self.probe is not None:
-            self.probe.arm()
+        probe = self.probes.get(modality)
+        self._encoding, self._kept = modality, None
+        if probe is not None:
+            probe.arm()
         try:
             output = original(*args, **kwargs)
         finally:
-            self._encoding = False
-            if self.probe is not None:
-                self.probe.disarm()
+            self._encoding = None
+            if probe is not None:
+                probe.disarm()
         kept, self._kept = self._kept, None
         if kept is None:
-            raise RuntimeError("the projector did not run while encoding images, so nothing was selected")
+            raise RuntimeError(f"the projector did not run while encoding the {modality}, so nothing was selected")
         if not hasattr(output, "pooler_output"):
-            raise ValueError("get_image_features must be called with return_dict=True on a pruned model")
-        for features, selection in zip(
-            output.pooler_output, self.adapter.selections(output.pooler_output, kept, self.num_patches), strict=True
-        ):
-            setattr(features, SELECTION_ATTR, selection)
+            raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
+        attach_selections(output.pooler_output, self.adapter.selections(modality, output.pooler_output, kept))
         return output
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
-        if not self._encoding:
+        if self._encoding is None:
             return None
         features = args[0]
-        views, num_patches = features.shape[:2]
-        scores = self.probe.scores if self.probe is not None else None
-        if scores is not None and tuple(scores.shape) != (views, num_patches):
+        probe = self.probes.get(self._encoding)
+        scores = probe.scores if probe is not None else None
+        if scores is not None and tuple(scores.shape) != (features.shape[0], self.num_patches):
             raise RuntimeError(
                 f"[CLS] scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
-        self._kept = self.method.select(self.config, ViewSignals(num_patches=num_patches, cls_attention=scores))
-        if self._kept.shape[1] == num_patches:
+        self._kept = self.method.select(self.config, ViewSignals(num_patches=self.num_patches, cls_attention=scores))
+        rows = self.adapter.feature_rows(self._encoding, self._kept, features.shape[1])
+        self._rows = None if rows.shape[1] == features.shape[1] else (rows, features.shape[1])
+        if self._rows is None:
             return None
-        index = self._kept.unsqueeze(-1).expand(-1, -1, features.shape[-1])
-        return (features.gather(1, index), *args[1:])
+        return (features.gather(1, rows.unsqueeze(-1).expand(-1, -1, features.shape[-1])), *args[1:])
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        """Give get_image_features its usual (views, N, dim) shape; dropped rows stay zero and never reach the LLM."""
-        if not self._encoding or self._kept.shape[1] == self.num_patches:
+        """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""
+        if self._encoding is None or self._rows is None:
             return None
-        full = output.new_zeros(output.shape[0], self.num_patches, output.shape[-1])
-        return full.scatter(1, self._kept.unsqueeze(-1).expand_as(output), output)
+        (rows, num_rows), self._rows = self._rows, None
+        full = output.new_zeros(output.shape[0], num_rows, output.shape[-1])
+        return full.scatter(1, rows.unsqueeze(-1).expand_as(output), output)
 
     # Sequence side: shorten the prefill, translate every decode step.
 
     def _merge_forward(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         inputs = named_arguments(original, args, kwargs)
         cache = inputs.get("past_key_values")
-        visual = inputs.get("pixel_values") is not None or (inputs.get("mm_encoder_outputs") or {}).get("image")
+        encoded = inputs.get("mm_encoder_outputs") or {}
+        visual = any(k.startswith("pixel_values") and v is not None for k, v in inputs.items()) or any(
+            encoded.get(m.name) is not None for m in self.modalities
+        )
         if self._plan is not None and cache is not None and cache is self._cache and not visual:
             return original(**self._translate_step(inputs, cache))
         inputs = self.adapter.encode(self.adapter.base(self.model), inputs)
-        image = (inputs.get("mm_encoder_outputs") or {}).get("image")
+        encoded = inputs.get("mm_encoder_outputs") or {}
         input_ids = inputs.get("input_ids")
-        token_id = self.adapter.image_token_id(self.model)
-        if image is None or input_ids is None or not bool((input_ids == token_id).any()):
-            if image is not None and input_ids is None:
-                raise ValueError("a pruned model needs input_ids (not inputs_embeds) to find the image tokens")
+        present = [m for m in self.modalities if encoded.get(m.name) is not None]
+        if present and input_ids is None:
+            raise ValueError("a pruned model needs input_ids (not inputs_embeds) to find the image tokens")
+        present = [m for m in present if bool((input_ids == m.token_id).any())]
+        if not present:
             self._plan = self._cache = self._step_plan = None
             self.report = self._unpruned_report(inputs, "no image tokens in this batch; it ran unpruned")
             return original(**inputs)
@@ -152,17 +196,21 @@ class Installation:
             raise ValueError(
                 "a pruned prefill must start from an empty past_key_values (cache continuation is not supported)"
             )
-        selections = [getattr(features, SELECTION_ATTR, None) for features in image.pooler_output]
-        if any(s is None for s in selections):
-            raise ValueError("mm_encoder_outputs were not encoded by this pruned model; pass pixel_values instead")
-        plan = self._plan_for(input_ids, inputs.get("attention_mask"), selections)
+        selections: dict[str, list[ImageSelection]] = {}
+        for m in present:
+            found = selections_of(encoded[m.name].pooler_output)
+            if found is None:
+                raise ValueError(f"mm_encoder_outputs[{m.name!r}] was not encoded by this pruned model; pass pixels")
+            selections[m.name] = found
+        plan = self._plan_for(input_ids, inputs.get("attention_mask"), present, selections)
         if not plan.identity:
-            image = copy.copy(image)
-            image.pooler_output = [
-                f.index_select(0, s.rows) for f, s in zip(image.pooler_output, selections, strict=True)
-            ]
-            inputs["mm_encoder_outputs"] = {**inputs["mm_encoder_outputs"], "image": image}
-            inputs["input_ids"] = plan.gather(input_ids, fill=self._pad_id(token_id))
+            encoded = dict(encoded)
+            for m in present:
+                output = copy.copy(encoded[m.name])
+                output.pooler_output = kept_rows(output.pooler_output, selections[m.name])
+                encoded[m.name] = output
+            inputs["mm_encoder_outputs"] = encoded
+            inputs["input_ids"] = plan.gather(input_ids, fill=self._pad_id())
             if inputs.get("position_ids") is not None:
                 inputs["position_ids"] = plan.positions(inputs["position_ids"])
             if inputs.get("attention_mask") is not None or not bool(plan.valid.all()):
@@ -171,21 +219,26 @@ class Installation:
         output = original(**inputs)
         self._plan, self._step_plan = plan, plan
         self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
-        self.report = self._pruned_report(input_ids, token_id, plan, selections)
+        self.report = self._pruned_report(input_ids, plan, present, selections)
         return output
 
     def _plan_for(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, selections: list[ImageSelection]
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        present: list[Modality],
+        selections: dict[str, list[ImageSelection]],
     ) -> Compaction:
-        placeholders = input_ids == self.adapter.image_token_id(self.model)
-        rows = torch.cat([row_mask(s) for s in selections]).to(input_ids.device)
-        if rows.numel() != int(placeholders.sum()):
-            raise ValueError(
-                f"image tokens and features do not match: {int(placeholders.sum())} image tokens in input_ids, "
-                f"{rows.numel()} feature rows from {len(selections)} images"
-            )
-        keep = ~placeholders
-        keep[placeholders] = rows
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        for m in present:
+            placeholders = input_ids == m.token_id
+            rows = torch.cat([row_mask(s) for s in selections[m.name]]).to(input_ids.device)
+            if rows.numel() != int(placeholders.sum()):
+                raise ValueError(
+                    f"{m.name} tokens and features do not match: {int(placeholders.sum())} {m.name} tokens in "
+                    f"input_ids, {rows.numel()} feature rows from {len(selections[m.name])} {m.name} views"
+                )
+            keep[placeholders] = rows
         return Compaction.build(keep, attention_mask)
 
     def _translate_step(self, inputs: dict[str, Any], cache: Any) -> dict[str, Any]:
@@ -195,8 +248,8 @@ class Installation:
         mask = inputs.get("attention_mask")
         if mask is not None and mask.shape[1] != plan.prefill_len + new_tokens:
             raise ValueError(
-                f"attention_mask has {mask.shape[1]} columns; this decode step expects {plan.prefill_len + new_tokens} "
-                "(the caller's full prompt plus every token generated so far)"
+                f"attention_mask has {mask.shape[1]} columns; this decode step expects "
+                f"{plan.prefill_len + new_tokens} (the caller's full prompt plus every token generated so far)"
             )
         inputs["attention_mask"] = plan.decode_mask(mask, new_tokens)
         if inputs.get("position_ids") is not None:
@@ -204,9 +257,10 @@ class Installation:
         self._step_plan = None
         return inputs
 
-    def _pad_id(self, image_token_id: int) -> int:
+    def _pad_id(self) -> int:
+        """Filler for re-padded columns: the pad token, unless it doubles as a placeholder."""
         pad = self.model.config.get_text_config().pad_token_id
-        return pad if pad is not None and pad != image_token_id else 0
+        return pad if pad is not None and pad not in {m.token_id for m in self.modalities} else 0
 
     # Labels: the loss is the pruned model's, over the tokens that reached the LLM.
 
@@ -218,7 +272,7 @@ class Installation:
         if labels is not None:
             plan = self._step_plan
             labels = plan.gather(labels.to(plan.index.device), fill=-100) if plan is not None else labels
-            extra = {k: v for k, v in inputs.items() if k not in named_arguments_names(original)}
+            extra = {k: v for k, v in inputs.items() if k not in fixed_parameters(original)}
             output.loss = self.model.loss_function(
                 logits=output.logits, labels=labels, vocab_size=self.model.config.get_text_config().vocab_size, **extra
             )
@@ -227,21 +281,27 @@ class Installation:
     # Reports.
 
     def _pruned_report(
-        self, input_ids: torch.Tensor, token_id: int, plan: Compaction, selections: list[ImageSelection]
+        self,
+        input_ids: torch.Tensor,
+        plan: Compaction,
+        present: list[Modality],
+        selections: dict[str, list[ImageSelection]],
     ) -> Report:
-        per_sample = (input_ids == token_id).sum(dim=1).tolist()
-        kept: list[list[torch.Tensor]] = [[] for _ in per_sample]
-        sample, filled = 0, 0
-        for selection in selections:
-            while per_sample[sample] - filled < selection.num_rows:
-                sample, filled = sample + 1, 0
-            kept[sample].extend(v.cpu() for v in selection.views)
-            filled += selection.num_rows
+        kept: list[list[torch.Tensor]] = [[] for _ in range(input_ids.shape[0])]
+        for m in present:
+            per_sample = (input_ids == m.token_id).sum(dim=1).tolist()
+            sample, filled = 0, 0
+            for selection in selections[m.name]:
+                while per_sample[sample] - filled < selection.num_rows:
+                    sample, filled = sample + 1, 0
+                kept[sample].extend(v.cpu() for v in selection.views)
+                filled += selection.num_rows
+        every = [s for m in present for s in selections[m.name]]
         return Report(
             method=self.method_name,
             kept_indices=kept,
-            visual_tokens_in=sum(s.num_rows for s in selections),
-            visual_tokens_out=sum(len(s.rows) for s in selections),
+            visual_tokens_in=sum(s.num_rows for s in every),
+            visual_tokens_out=sum(len(s.rows) for s in every),
             llm_input_lengths=plan.mask.sum(dim=1).tolist(),
             applied=True,
         )
@@ -249,15 +309,8 @@ class Installation:
     def _unpruned_report(self, inputs: dict[str, Any], note: str) -> Report:
         query = inputs.get("input_ids") if inputs.get("input_ids") is not None else inputs.get("inputs_embeds")
         mask = inputs.get("attention_mask")
-        lengths = (
-            mask.sum(dim=1).tolist() if mask is not None and mask.dim() == 2 else [query.shape[1]] * query.shape[0]
-        )
+        if mask is not None and mask.dim() == 2:
+            lengths = mask.sum(dim=1).tolist()
+        else:
+            lengths = [query.shape[1]] * query.shape[0]
         return Report(method=self.method_name, kept_indices=[[] for _ in lengths], llm_input_lengths=lengths, note=note)
-
-
-def named_arguments_names(function: Callable[..., Any]) -> set[str]:
-    return {
-        name
-        for name, p in inspect.signature(function).parameters.items()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
-    }

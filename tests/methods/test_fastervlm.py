@@ -18,7 +18,7 @@ from tests.reference import eager_cls_scores
 def test_one_row_scores_equal_eager_attention_maps(make_llava, batch, attn):
     model = make_llava(attn_implementation=attn)
     expected = eager_cls_scores(model, batch["pixel_values"])
-    probe = ClsRowProbe(adapter_for(model).vision_attention(model, None))
+    probe = ClsRowProbe(adapter_for(model).vision_attention(model, "image", None))
     probe.arm()
     with torch.no_grad():
         model.model.vision_tower(batch["pixel_values"])

@@ -22,14 +22,14 @@ def test_feature_layer_out_of_range(feature):
 
 def test_adapter_locates_modules(tiny):
     adapter = adapter_for(tiny)
-    attention = adapter.vision_attention(tiny, None)
+    attention = adapter.vision_attention(tiny, "image", None)
     layer = tiny.model.vision_tower.encoder.layers[1]  # 3 layers, feature layer -2
     assert attention.q_proj is layer.self_attn.q_proj and attention.k_proj is layer.self_attn.k_proj
     assert attention.num_heads == 4 and attention.scale == pytest.approx((32 // 4) ** -0.5)
     assert adapter.projector(tiny) is tiny.model.multi_modal_projector
     assert adapter.base(tiny) is tiny.model
     assert adapter.patch_grid(tiny) == (24, 24) and adapter.patches_per_view(tiny) == 576
-    assert adapter.image_token_id(tiny) == tiny.config.image_token_id
+    assert [(m.name, m.token_id) for m in adapter.modalities(tiny)] == [("image", tiny.config.image_token_id)]
 
 
 def test_vision_tower_without_cls_is_refused(tiny):

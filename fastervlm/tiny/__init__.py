@@ -1,0 +1,23 @@
+"""Tiny, randomly initialised models of the real architectures, and offline processors, for demos and tests."""
+
+from fastervlm.tiny.llava import (
+    IMAGE_SEQ_LENGTH,
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    synthetic_images,
+    tiny_llava,
+    tiny_llava_config,
+    tiny_processor,
+    tiny_tokenizer,
+)
+
+__all__ = [
+    "IMAGE_SEQ_LENGTH",
+    "IMAGE_SIZE",
+    "PATCH_SIZE",
+    "synthetic_images",
+    "tiny_llava",
+    "tiny_llava_config",
+    "tiny_processor",
+    "tiny_tokenizer",
+]
