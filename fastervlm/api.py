@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from fastervlm.methods import MethodConfig, resolve_config
-from fastervlm.models import adapter_for
+from fastervlm.models import adapter_class, adapter_for
 from fastervlm.report import Report
 from fastervlm.runtime.installation import Installation
 
@@ -18,11 +18,12 @@ def prune(model: nn.Module, method: str | MethodConfig = "fastervlm", **options:
     """Prune in place and return the same object, so `m = prune(m, ...)` and `prune(m, ...)` agree.
 
     options are the method's config fields, e.g. ratio=0.9 (fraction of visual tokens removed per view)
-    or tokens=58 (kept per view).
+    or tokens=58 (kept per view), and the model family's own options (LLaVA-NeXT's mode="paper", say).
     """
     if getattr(model, ATTR, None) is not None:
         raise ValueError("model is already pruned; call fastervlm.unprune(model) first")
-    adapter = adapter_for(model)
+    family = adapter_class(model)
+    adapter = adapter_for(model, **{k: options.pop(k) for k in list(options) if k in family.options})
     config = resolve_config(method, options)
     setattr(model, ATTR, Installation.attach(model, adapter, config))
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,18 @@ class Modality:
 
 
 class ModelAdapter:
-    """Base for one model family. Subclasses name their classes and locate modules and inputs."""
+    """Base for one model family. Subclasses name their classes and locate modules and inputs.
+
+    An adapter instance is made per prune() call. Families with choices of their own (LLaVA-NeXT's `mode`,
+    say) list them in `options` with their allowed values and take them as constructor keywords.
+    """
 
     model_classes: tuple[str, ...] = ()
+    options: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class table
+
+    def install(self, model: nn.Module) -> list[Callable[[], None]]:
+        """Family-specific changes a mode needs (returned as undos); most families need none."""
+        return []
 
     def base(self, model: nn.Module) -> nn.Module:
         """The module whose forward merges image features into the token sequence."""

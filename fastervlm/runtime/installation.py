@@ -93,6 +93,7 @@ class Installation:
         score_layer = getattr(config, "score_layer", None)
         adapter.check(model, self.method.needs, score_layer)
         config.budget.check_fits(self.num_patches)
+        self.undos += adapter.install(model)
         base = adapter.base(model)
         for modality in self.modalities:
             if "vision_cls_row" in self.method.needs:
