@@ -14,6 +14,7 @@ class Report:
     kept_indices[b][v]: ascending patch indices (raster order) kept from view v (image, crop or frame) of
     sample b. visual_tokens_in / _out: visual tokens over the batch before pruning and entering the LLM.
     llm_input_lengths[b]: real (unpadded) tokens of sample b entering the language model.
+    seq_len_per_layer[b][l]: real tokens of sample b entering decoder layer l during prefill.
     applied: False when the method did not run on this batch, with the reason in `note`.
     """
 
@@ -22,6 +23,7 @@ class Report:
     visual_tokens_in: int = 0
     visual_tokens_out: int = 0
     llm_input_lengths: list[int] = field(default_factory=list)
+    seq_len_per_layer: list[list[int]] = field(default_factory=list)
     applied: bool = False
     note: str = ""
 

@@ -6,10 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-import torch
-
-from fastervlm.methods import fastervlm
-from fastervlm.methods.signals import ViewSignals
+from fastervlm.methods import fastervlm, fastv
 
 MethodConfig = Any  # a frozen dataclass with `budget`; each method defines its own
 
@@ -17,12 +14,18 @@ MethodConfig = Any  # a frozen dataclass with `budget`; each method defines its 
 @dataclass(frozen=True)
 class Method:
     config: type
-    select: Callable[[MethodConfig, ViewSignals], torch.Tensor]
+    select: Callable[[MethodConfig, Any], Any]
     needs: frozenset[str]
+
+    @property
+    def stage(self) -> str:
+        """Where it prunes: "vision" (before the LLM, per view) or "llm" (inside it, per sample)."""
+        return "llm" if "llm_query_row" in self.needs else "vision"
 
 
 METHODS: dict[str, Method] = {
     "fastervlm": Method(fastervlm.FasterVLMConfig, fastervlm.select, needs=frozenset({"vision_cls_row"})),
+    "fastv": Method(fastv.FastVConfig, fastv.select, needs=frozenset({"llm_query_row"})),
 }
 
 

@@ -22,3 +22,14 @@ class ViewSignals:
         if self.cls_attention is None:
             raise RuntimeError(f"method {method!r} needs the vision [CLS] attention row, which was not computed")
         return self.cls_attention
+
+
+@dataclass(frozen=True)
+class LlmSignals:
+    """What an in-LLM method sees at its scoring layer, per sample (samples hold different image counts).
+
+    image_attention[b]: (n_image_b,) attention the sample's image tokens receive from the chosen queries,
+    post-softmax over all real keys, averaged over heads (and queries), in sequence order.
+    """
+
+    image_attention: list[torch.Tensor]

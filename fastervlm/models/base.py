@@ -71,6 +71,13 @@ class ModelAdapter:
     def modalities(self, model: nn.Module) -> list[Modality]:
         raise NotImplementedError
 
+    def language_model(self, model: nn.Module) -> nn.Module:
+        """The decoder stack (embeddings, layers, rotary embedding); the LLaVA families keep it here."""
+        return model.model.language_model
+
+    def num_llm_layers(self, model: nn.Module) -> int:
+        return len(self.language_model(model).layers)
+
     def patches_per_view(self, model: nn.Module) -> int:
         raise NotImplementedError
 

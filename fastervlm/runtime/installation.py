@@ -14,6 +14,7 @@ from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import ViewSignals
 from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
+from fastervlm.runtime.llm import LlmStage
 from fastervlm.runtime.probe import ClsRowProbe
 from fastervlm.runtime.sequence import Compaction
 from fastervlm.runtime.wrap import wrap
@@ -80,6 +81,7 @@ class Installation:
         self.report: Report | None = None
         self.undos: list[Callable[[], None]] = []
         self.probes: dict[str, ClsRowProbe] = {}
+        self.llm: LlmStage | None = None  # for methods that prune inside the language model
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
         self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
@@ -92,18 +94,28 @@ class Installation:
         self = cls(model, adapter, config)
         score_layer = getattr(config, "score_layer", None)
         adapter.check(model, self.method.needs, score_layer)
-        config.budget.check_fits(self.num_patches)
         self.undos += adapter.install(model)
         base = adapter.base(model)
-        for modality in self.modalities:
-            if "vision_cls_row" in self.method.needs:
-                probe = ClsRowProbe(adapter.vision_attention(model, modality.name, score_layer))
-                self.probes[modality.name] = probe
-                self.undos += probe.removers()
-            self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
-        projector = adapter.projector(model)
-        self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
-        self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
+        if self.method.stage == "llm":
+            self.llm = LlmStage(
+                adapter.language_model(model),
+                config.layer,
+                lambda signals: self.method.select(config, signals),
+                score=config.score,
+                contiguous=config.positions == "contiguous",
+            )
+            self.undos += self.llm.removers()
+        else:
+            config.budget.check_fits(self.num_patches)
+            for modality in self.modalities:
+                if "vision_cls_row" in self.method.needs:
+                    probe = ClsRowProbe(adapter.vision_attention(model, modality.name, score_layer))
+                    self.probes[modality.name] = probe
+                    self.undos += probe.removers()
+                self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
+            projector = adapter.projector(model)
+            self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
+            self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
         return self
@@ -181,7 +193,7 @@ class Installation:
             encoded.get(m.name) is not None for m in self.modalities
         )
         if self._plan is not None and cache is not None and cache is self._cache and not visual:
-            return original(**self._translate_step(inputs, cache))
+            return self._run(original, self._translate_step(inputs, cache), "decode")
         inputs = self.adapter.encode(self.adapter.base(self.model), inputs)
         encoded = inputs.get("mm_encoder_outputs") or {}
         input_ids = inputs.get("input_ids")
@@ -197,6 +209,8 @@ class Installation:
             raise ValueError(
                 "a pruned prefill must start from an empty past_key_values (cache continuation is not supported)"
             )
+        if self.llm is not None:
+            return self._prefill_in_llm(original, inputs, cache, present)
         selections: dict[str, list[ImageSelection]] = {}
         for m in present:
             found = selections_of(encoded[m.name].pooler_output)
@@ -222,6 +236,28 @@ class Installation:
         self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
         self.report = self._pruned_report(input_ids, plan, present, selections)
         return output
+
+    def _prefill_in_llm(
+        self, original: Callable[..., Any], inputs: dict[str, Any], cache: Any, present: list[Modality]
+    ) -> Any:
+        """The sequence enters the LLM whole; the LLM stage shortens it at layer K."""
+        input_ids = inputs["input_ids"]
+        columns = torch.isin(input_ids, torch.tensor([m.token_id for m in present], device=input_ids.device))
+        plan = Compaction.build(torch.ones_like(columns), inputs.get("attention_mask"))
+        output = self._run(original, inputs, "prefill", columns)
+        self._plan, self._step_plan = plan, None
+        self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
+        self.report = self._in_llm_report(columns, plan)
+        return output
+
+    def _run(self, original: Callable[..., Any], inputs: dict[str, Any], phase: str, columns: Any = None) -> Any:
+        if self.llm is None:
+            return original(**inputs)
+        self.llm.begin(phase, columns)
+        try:
+            return original(**inputs)
+        finally:
+            self.llm.begin(None)
 
     def _plan_for(
         self,
@@ -298,12 +334,38 @@ class Installation:
                 kept[sample].extend(v.cpu() for v in selection.views)
                 filled += selection.num_rows
         every = [s for m in present for s in selections[m.name]]
+        lengths = plan.mask.sum(dim=1).tolist()
         return Report(
             method=self.method_name,
             kept_indices=kept,
             visual_tokens_in=sum(s.num_rows for s in every),
             visual_tokens_out=sum(len(s.rows) for s in every),
+            llm_input_lengths=lengths,
+            seq_len_per_layer=[[n] * self.adapter.num_llm_layers(self.model) for n in lengths],
+            applied=True,
+        )
+
+    def _in_llm_report(self, columns: torch.Tensor, plan: Compaction) -> Report:
+        """Kept image tokens per sample, one view per run of consecutive image tokens."""
+        llm_plan = self.llm.plan
+        kept: list[list[torch.Tensor]] = []
+        for b in range(columns.shape[0]):
+            image = columns[b].nonzero().squeeze(1)
+            kept_columns = llm_plan.index[b][llm_plan.valid[b]]
+            is_kept = torch.isin(image, kept_columns)
+            runs = torch.cumsum(torch.cat([image.new_ones(1), (image.diff() != 1).long()]), 0) if len(image) else image
+            views = []
+            for run in runs.unique():
+                in_run = runs == run
+                views.append(torch.arange(int(in_run.sum()))[is_kept[in_run].cpu()])
+            kept.append(views)
+        return Report(
+            method=self.method_name,
+            kept_indices=kept,
+            visual_tokens_in=int(columns.sum()),
+            visual_tokens_out=sum(int(v.numel()) for views in kept for v in views),
             llm_input_lengths=plan.mask.sum(dim=1).tolist(),
+            seq_len_per_layer=self.llm.seq_len_per_layer,
             applied=True,
         )
 
