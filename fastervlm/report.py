@@ -15,6 +15,7 @@ class Report:
     sample b. visual_tokens_in / _out: visual tokens over the batch before pruning and entering the LLM.
     llm_input_lengths[b]: real (unpadded) tokens of sample b entering the language model.
     seq_len_per_layer[b][l]: real tokens of sample b entering decoder layer l during prefill.
+    merged_tokens: tokens a merging method (VisionZip, pool) made, counted in visual_tokens_out too.
     applied: False when the method did not run on this batch, with the reason in `note`.
     """
 
@@ -24,6 +25,7 @@ class Report:
     visual_tokens_out: int = 0
     llm_input_lengths: list[int] = field(default_factory=list)
     seq_len_per_layer: list[list[int]] = field(default_factory=list)
+    merged_tokens: int = 0
     applied: bool = False
     note: str = ""
 

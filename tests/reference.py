@@ -37,10 +37,17 @@ def short_inputs(
     model: LlavaForConditionalGeneration, inputs: dict, kept: torch.Tensor, pad_id: int
 ) -> dict[str, torch.Tensor]:
     """The batch a user would build by hand: only kept image tokens, re-left-padded, features pre-encoded."""
-    token = model.config.image_token_id
     with torch.no_grad():
         features = model.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True)
     per_image = [f[k] for f, k in zip(features.pooler_output, kept, strict=True)]
+    return inputs_with_features(model, inputs, per_image, pad_id)
+
+
+def inputs_with_features(
+    model: LlavaForConditionalGeneration, inputs: dict, per_image: list[torch.Tensor], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Each image's 576 placeholders replaced by as many as it has feature rows; left-padded again."""
+    token = model.config.image_token_id
     rows, image = [], 0
     for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
         ids = ids[mask.bool()].tolist()
@@ -50,7 +57,7 @@ def short_inputs(
                 short.append(t)
                 continue
             if n_placeholder % 576 == 0:
-                short.extend([token] * len(kept[image]))
+                short.extend([token] * len(per_image[image]))
                 image += 1
             n_placeholder += 1
         rows.append(short)
@@ -59,6 +66,20 @@ def short_inputs(
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     image_out = BaseModelOutputWithPooling(pooler_output=per_image)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "mm_encoder_outputs": {"image": image_out}}
+
+
+def feature_layer_states(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> tuple:
+    """Hidden states entering and leaving the feature layer, and that layer's eager attention map."""
+    tower = model.model.vision_tower
+    previous = tower.config._attn_implementation
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = tower(pixel_values, output_attentions=True, output_hidden_states=True)
+    finally:
+        tower.set_attn_implementation(previous)
+    layer = model.config.vision_feature_layer
+    return out.hidden_states[layer - 1], out.hidden_states[layer], out.attentions[layer]
 
 
 def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:

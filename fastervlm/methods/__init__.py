@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import fastervlm, fastv
+from fastervlm.methods import fastervlm, fastv, pool, random, visionzip
 
 MethodConfig = Any  # a frozen dataclass with `budget`; each method defines its own
 
@@ -16,6 +16,7 @@ class Method:
     config: type
     select: Callable[[MethodConfig, Any], Any]
     needs: frozenset[str]
+    merges: bool = False  # makes new tokens (select returns Merged), not only a subset of the patches
 
     @property
     def stage(self) -> str:
@@ -26,6 +27,14 @@ class Method:
 METHODS: dict[str, Method] = {
     "fastervlm": Method(fastervlm.FasterVLMConfig, fastervlm.select, needs=frozenset({"vision_cls_row"})),
     "fastv": Method(fastv.FastVConfig, fastv.select, needs=frozenset({"llm_query_row"})),
+    "visionzip": Method(
+        visionzip.VisionZipConfig,
+        visionzip.select,
+        needs=frozenset({"vision_cls_row", "vision_features", "vision_keys", "vision_cls_features"}),
+        merges=True,
+    ),
+    "random": Method(random.RandomConfig, random.select, needs=frozenset()),
+    "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }
 
 

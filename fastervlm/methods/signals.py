@@ -11,17 +11,41 @@ import torch
 class ViewSignals:
     """A batch of views (images, crops or frames) that share one patch count.
 
-    cls_attention: (views, num_patches), post-softmax [CLS] attention at the scoring layer, heads averaged;
-    None unless the method declared the "vision_cls_row" need.
+    Each field is None unless the method declared the need named beside it:
+    cls_attention ("vision_cls_row"): (views, N) post-softmax [CLS] attention at the scoring layer, heads averaged.
+    features ("vision_features"): (views, N, dim) the patches the projector would see.
+    keys ("vision_keys"): (views, 1 + N, head_dim) keys at the scoring layer averaged over heads, [CLS] first.
+    cls_features ("vision_cls_features"): (views, dim) the [CLS] token's hidden state at the feature layer.
     """
 
     num_patches: int
+    num_views: int = 1
+    grid: tuple[int, int] = (0, 0)
     cls_attention: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    cls_features: torch.Tensor | None = None
 
     def require_cls_attention(self, method: str) -> torch.Tensor:
-        if self.cls_attention is None:
-            raise RuntimeError(f"method {method!r} needs the vision [CLS] attention row, which was not computed")
-        return self.cls_attention
+        return self.require("cls_attention", method)
+
+    def require(self, name: str, method: str) -> torch.Tensor:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"method {method!r} needs the signal {name!r}, which was not computed")
+        return value
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A selection that also makes new tokens: `tokens` replace the N patches as the projector's input.
+
+    kept: (views, k) patch indices carried over unchanged (for the report); tokens: (views, r, dim), r >= k,
+    in the order the LLM will see them.
+    """
+
+    kept: torch.Tensor
+    tokens: torch.Tensor
 
 
 @dataclass(frozen=True)

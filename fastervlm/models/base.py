@@ -22,6 +22,7 @@ class VisionAttention:
     k_proj: nn.Module
     num_heads: int
     scale: float
+    layer: nn.Module | None = None  # the encoder layer around it, whose output row 0 is the [CLS] state
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ImageSelection:
     num_rows: int  # rows before pruning: the image's placeholder tokens in the text
     views: list[torch.Tensor]  # per view (image / crop / frame): kept patch indices, raster order
     view_sizes: list[int]  # patches per view
+    merged: int = 0  # tokens made by the method (VisionZip's contextual, pooling's) beyond the kept patches
 
 
 SELECTION_ATTR = "_fastervlm_selection"
@@ -58,6 +60,7 @@ class ModelAdapter:
     """
 
     model_classes: tuple[str, ...] = ()
+    supports_merging = False  # can place tokens a method makes (VisionZip's, pooling's) in the sequence
     options: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class table
 
     def install(self, model: nn.Module) -> list[Callable[[], None]]:

@@ -28,6 +28,7 @@ def encoder_layer_for_feature(feature_layer: int, num_layers: int) -> int:
 
 class LlavaAdapter(ModelAdapter):
     model_classes = ("LlavaForConditionalGeneration",)
+    supports_merging = True
 
     def base(self, model: nn.Module) -> nn.Module:
         return model.model
@@ -67,8 +68,9 @@ class LlavaAdapter(ModelAdapter):
     def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         layers = model.model.vision_tower.encoder.layers  # transformers >= 5.x: no .vision_model
         feature_layer = model.config.vision_feature_layer if score_layer is None else score_layer
-        attention = layers[encoder_layer_for_feature(feature_layer, len(layers))].self_attn
-        return VisionAttention(attention.q_proj, attention.k_proj, attention.num_heads, attention.scale)
+        layer = layers[encoder_layer_for_feature(feature_layer, len(layers))]
+        attention = layer.self_attn
+        return VisionAttention(attention.q_proj, attention.k_proj, attention.num_heads, attention.scale, layer)
 
     def projector(self, model: nn.Module) -> nn.Module:
         return model.model.multi_modal_projector
@@ -93,5 +95,14 @@ class LlavaAdapter(ModelAdapter):
             )
         return [
             ImageSelection(rows=k, num_rows=len(f), views=[k], view_sizes=[len(f)])
+            for f, k in zip(pooler_output, kept, strict=True)
+        ]
+
+    def merged_selections(
+        self, modality: str, pooler_output: list[torch.Tensor], kept: torch.Tensor, num_tokens: int
+    ) -> list[ImageSelection]:
+        rows = torch.arange(num_tokens, device=kept.device)
+        return [
+            ImageSelection(rows=rows, num_rows=len(f), views=[k], view_sizes=[len(f)], merged=num_tokens - len(k))
             for f, k in zip(pooler_output, kept, strict=True)
         ]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastervlm.methods import METHODS, MethodConfig, method_name
-from fastervlm.methods.signals import ViewSignals
+from fastervlm.methods.signals import Merged, ViewSignals
 from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
 from fastervlm.runtime.llm import LlmStage
@@ -107,9 +107,19 @@ class Installation:
             self.undos += self.llm.removers()
         else:
             config.budget.check_fits(self.num_patches)
+            if self.method.merges and not adapter.supports_merging:
+                raise ValueError(
+                    f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
+                    "layout; use a selection method (fastervlm, random, fastv) on this model"
+                )
+            needs = self.method.needs
             for modality in self.modalities:
-                if "vision_cls_row" in self.method.needs:
-                    probe = ClsRowProbe(adapter.vision_attention(model, modality.name, score_layer))
+                if needs & {"vision_cls_row", "vision_keys", "vision_cls_features"}:
+                    probe = ClsRowProbe(
+                        adapter.vision_attention(model, modality.name, score_layer),
+                        keys="vision_keys" in needs,
+                        cls_features="vision_cls_features" in needs,
+                    )
                     self.probes[modality.name] = probe
                     self.undos += probe.removers()
                 self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
@@ -151,11 +161,18 @@ class Installation:
             if probe is not None:
                 probe.disarm()
         kept, self._kept = self._kept, None
+        rows, self._rows = self._rows, None
         if kept is None:
             raise RuntimeError(f"the projector did not run while encoding the {modality}, so nothing was selected")
         if not hasattr(output, "pooler_output"):
             raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
-        attach_selections(output.pooler_output, self.adapter.selections(modality, output.pooler_output, kept))
+        pooled = output.pooler_output
+        if self.method.merges:
+            made_rows, _ = rows
+            selections = self.adapter.merged_selections(modality, pooled, kept, made_rows.shape[1])
+        else:
+            selections = self.adapter.selections(modality, pooled, kept)
+        attach_selections(pooled, selections)
         return output
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
@@ -168,7 +185,22 @@ class Installation:
             raise RuntimeError(
                 f"[CLS] scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
-        self._kept = self.method.select(self.config, ViewSignals(num_patches=self.num_patches, cls_attention=scores))
+        signals = ViewSignals(
+            num_patches=self.num_patches,
+            num_views=features.shape[0],
+            grid=self.adapter.patch_grid(self.model),
+            cls_attention=scores,
+            features=features if "vision_features" in self.method.needs else None,
+            keys=probe.keys if probe is not None else None,
+            cls_features=probe.cls_features if probe is not None else None,
+        )
+        selected = self.method.select(self.config, signals)
+        if isinstance(selected, Merged):
+            self._kept, tokens = selected.kept, selected.tokens
+            rows = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+            self._rows = (rows, features.shape[1])
+            return (tokens, *args[1:])
+        self._kept = selected
         rows = self.adapter.feature_rows(self._encoding, self._kept, features.shape[1])
         self._rows = None if rows.shape[1] == features.shape[1] else (rows, features.shape[1])
         if self._rows is None:
@@ -179,7 +211,7 @@ class Installation:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""
         if self._encoding is None or self._rows is None:
             return None
-        (rows, num_rows), self._rows = self._rows, None
+        rows, num_rows = self._rows
         full = output.new_zeros(output.shape[0], num_rows, output.shape[-1])
         return full.scatter(1, rows.unsqueeze(-1).expand_as(output), output)
 
@@ -340,6 +372,7 @@ class Installation:
             kept_indices=kept,
             visual_tokens_in=sum(s.num_rows for s in every),
             visual_tokens_out=sum(len(s.rows) for s in every),
+            merged_tokens=sum(s.merged for s in every),
             llm_input_lengths=lengths,
             seq_len_per_layer=[[n] * self.adapter.num_llm_layers(self.model) for n in lengths],
             applied=True,

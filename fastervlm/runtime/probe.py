@@ -32,18 +32,25 @@ class ClsRowProbe:
     attention kernel (sdpa, flash, eager) is left alone.
     """
 
-    def __init__(self, attention: VisionAttention) -> None:
+    def __init__(self, attention: VisionAttention, keys: bool = False, cls_features: bool = False) -> None:
         self.attention = attention
         self.armed = False
+        self.want_keys = keys
         self.scores: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None  # (batch, 1 + N, head_dim), heads averaged, if asked for
+        self.cls_features: torch.Tensor | None = None  # (batch, dim) the layer's output at [CLS], if asked for
         self._query: torch.Tensor | None = None
         self.handles = [
             attention.q_proj.register_forward_hook(self._on_query),
             attention.k_proj.register_forward_hook(self._on_keys),
         ]
+        if cls_features:
+            if attention.layer is None:
+                raise ValueError("this model's adapter does not expose the scored encoder layer for [CLS] features")
+            self.handles.append(attention.layer.register_forward_hook(self._on_layer))
 
     def arm(self) -> None:
-        self.armed, self.scores, self._query = True, None, None
+        self.armed, self.scores, self.keys, self.cls_features, self._query = True, None, None, None, None
 
     def disarm(self) -> None:
         self.armed, self._query = False, None
@@ -58,6 +65,13 @@ class ClsRowProbe:
                 raise RuntimeError("k_proj ran before q_proj in the scored vision layer; cannot form the [CLS] row")
             a = self.attention
             self.scores = cls_attention_row(self._query, output.detach(), a.num_heads, a.scale)
+            if self.want_keys:
+                self.keys = output.detach().unflatten(-1, (a.num_heads, -1)).mean(dim=2)
+
+    def _on_layer(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+        if self.armed:
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.cls_features = hidden[:, 0].detach()
 
     def removers(self) -> list[Callable[[], None]]:
         return [h.remove for h in self.handles]

@@ -57,5 +57,5 @@ def test_select_is_the_top_k_set(n, ratio, seed):
 
 
 def test_select_without_scores_is_an_error():
-    with pytest.raises(RuntimeError, match="needs the vision \\[CLS\\] attention row"):
+    with pytest.raises(RuntimeError, match=r"needs the signal .cls_attention."):
         select(FasterVLMConfig(), ViewSignals(num_patches=4))

@@ -1,0 +1,80 @@
+"""VisionZip: dominant tokens by [CLS] attention plus contextual tokens merged by key similarity (arXiv 2412.04467)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastervlm.budget import Budget
+from fastervlm.methods.signals import Merged, ViewSignals
+
+DOMINANT_SHARE = 27 / 32  # the reference splits: 64 = 54 + 10, 128 = 108 + 20, 192 = 162 + 30
+
+
+@dataclass(frozen=True)
+class VisionZipConfig:
+    """Keep the [CLS] token and the patches it attends to most, then merge the rest into a few tokens.
+
+    For a budget k (per view): dominant = round(27/32 k) tokens, [CLS] among them, and k - dominant contextual
+    tokens, the reference's 54+10 / 108+20 / 162+30 extended to any k. `dominant` / `contextual` override it.
+    """
+
+    ratio: float | None = 0.9
+    tokens: int | None = None
+    dominant: int | None = None
+    contextual: int | None = None
+
+    def __post_init__(self) -> None:
+        Budget(self.ratio, self.tokens)
+        if (self.dominant is None) != (self.contextual is None):
+            raise ValueError("give both dominant and contextual, or neither (then the budget splits 27:5)")
+        for name in ("dominant", "contextual"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.dominant == 0:
+            raise ValueError("dominant must be >= 1: the [CLS] token is always among the dominant tokens")
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.ratio, self.tokens)
+
+    def split(self, num_patches: int) -> tuple[int, int]:
+        if self.dominant is not None:
+            return self.dominant, self.contextual
+        k = self.budget.kept(num_patches)
+        dominant = round(DOMINANT_SHARE * k)
+        return dominant, k - dominant
+
+
+def select(config: VisionZipConfig, views: ViewSignals) -> Merged:
+    scores = views.require_cls_attention("visionzip")
+    features = views.require("features", "visionzip")
+    keys = views.require("keys", "visionzip")[:, 1:]
+    cls = views.require("cls_features", "visionzip")
+    dominant, contextual = config.split(views.num_patches)
+    if dominant == 0:  # an empty budget: nothing, not even [CLS]
+        return Merged(kept=scores.new_zeros(scores.shape[0], 0, dtype=torch.long), tokens=features[:, :0])
+    kept = scores.topk(min(dominant - 1, views.num_patches), dim=-1).indices.sort(dim=-1).values
+    tokens = [cls.unsqueeze(1), features.gather(1, kept.unsqueeze(-1).expand(-1, -1, features.shape[-1]))]
+    if contextual:
+        tokens.append(torch.stack([merge(f, k, m, contextual) for f, k, m in zip(features, keys, kept, strict=True)]))
+    return Merged(kept=kept, tokens=torch.cat(tokens, dim=1))
+
+
+def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count: int) -> torch.Tensor:
+    """Contextual tokens of one view: every step-th remaining patch is a target; the others join the target
+    whose key is most cosine-similar; each token is the mean of its group (the target included)."""
+    remaining = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
+    remaining[kept] = False
+    rest, rest_keys = features[remaining], keys[remaining]
+    count = min(count, rest.shape[0])
+    step = max(1, rest.shape[0] // max(count, 1))
+    is_target = torch.zeros(rest.shape[0], dtype=torch.bool, device=rest.device)
+    is_target[torch.arange(0, rest.shape[0], step, device=rest.device)[:count]] = True
+    normed = rest_keys / rest_keys.norm(dim=-1, keepdim=True)
+    assigned = (normed[~is_target] @ normed[is_target].T).argmax(dim=-1)
+    sums = rest[is_target].clone().index_add_(0, assigned, rest[~is_target])
+    counts = torch.ones(count, device=rest.device).index_add_(0, assigned, torch.ones_like(assigned, dtype=torch.float))
+    return sums / counts.unsqueeze(-1).to(sums.dtype)
