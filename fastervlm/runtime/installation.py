@@ -277,7 +277,7 @@ class Installation:
         columns = torch.isin(input_ids, torch.tensor([m.token_id for m in present], device=input_ids.device))
         plan = Compaction.build(torch.ones_like(columns), inputs.get("attention_mask"))
         output = self._run(original, inputs, "prefill", columns)
-        self._plan, self._step_plan = plan, None
+        self._plan, self._step_plan = plan, self.llm.plan  # logits cover the columns that reached the last layer
         self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
         self.report = self._in_llm_report(columns, plan)
         return output

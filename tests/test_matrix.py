@@ -1,0 +1,88 @@
+"""Every method through the same contract: one row per method gives it every check (STYLE.md section 6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastervlm
+
+CASES = [
+    ("fastervlm", {"ratio": 0.9}),
+    ("fastv", {"ratio": 0.75}),
+    ("visionzip", {"tokens": 64}),
+    ("random", {"ratio": 0.9}),
+    ("pool", {"ratio": 0.9}),
+]
+TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
+
+
+@pytest.fixture
+def llava(make_llava):
+    return lambda **kw: make_llava(text_layers=TEXT_LAYERS, **kw)
+
+
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_batched_equals_one_by_one(llava, batch, method, options):
+    model = fastervlm.prune(llava(), method=method, **options)
+    with torch.no_grad():
+        batched = model.generate(**batch, max_new_tokens=5, do_sample=False)
+        batched_out = fastervlm.last_report(model).visual_tokens_out
+        alone_out = 0
+        for i in range(2):
+            real = batch["attention_mask"][i].bool()
+            one = {
+                "input_ids": batch["input_ids"][i : i + 1, real],
+                "attention_mask": batch["attention_mask"][i : i + 1, real],
+                "pixel_values": batch["pixel_values"][i : i + 1],
+            }
+            alone = model.generate(**one, max_new_tokens=5, do_sample=False)
+            alone_out += fastervlm.last_report(model).visual_tokens_out
+            assert torch.equal(alone[0, one["input_ids"].shape[1] :], batched[i, batch["input_ids"].shape[1] :])
+    assert alone_out == batched_out
+
+
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_kv_cache_and_report_agree(llava, batch, method, options):
+    """The report's counts are what the language model really holds: per-layer lengths and the KV cache."""
+    model = fastervlm.prune(llava(), method=method, **options)
+    with torch.no_grad():
+        out = model(**batch, use_cache=True)
+    report = fastervlm.last_report(model)
+    real = batch["attention_mask"].sum(dim=1)
+    pads = (batch["attention_mask"] == 0).sum(dim=1)
+    deepest = [layers[-1] for layers in report.seq_len_per_layer]
+    assert report.applied and report.visual_tokens_out < report.visual_tokens_in
+    assert sum(deepest) == int(real.sum()) - report.visual_tokens_in + report.visual_tokens_out
+    assert out.past_key_values.layers[-1].keys.shape[-2] == max(d + int(p) for d, p in zip(deepest, pads, strict=True))
+    assert [layers[0] for layers in report.seq_len_per_layer] == report.llm_input_lengths
+
+
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_unprune_restores_stock_exactly(llava, batch, method, options):
+    model = llava()
+    with torch.no_grad():
+        expected = model(**batch).logits
+        fastervlm.prune(model, method=method, **options)
+        model.generate(**batch, max_new_tokens=2, do_sample=False)
+        fastervlm.unprune(model)
+        assert torch.equal(model(**batch).logits, expected)
+
+
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_text_only_runs_unpruned(llava, processor, method, options):
+    text = processor.tokenizer(["USER: hi there ASSISTANT:"], return_tensors="pt")
+    stock = llava()
+    model = fastervlm.prune(llava(), method=method, **options)
+    with torch.no_grad():
+        assert torch.equal(model(**text).logits, stock(**text).logits)
+    assert not fastervlm.last_report(model).applied
+
+
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_labels_forward(llava, batch, method, options):
+    model = fastervlm.prune(llava(), method=method, **options)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        out = model(**batch, labels=labels)
+    assert torch.isfinite(out.loss)
