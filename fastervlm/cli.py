@@ -12,6 +12,7 @@ from rich.progress import Progress
 
 import fastervlm
 from fastervlm import demo
+from fastervlm.bench import cli as bench_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
 from fastervlm.tiny import synthetic_images
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     g.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     g.set_defaults(func=run_generate)
+
+    bench_cli.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,150 @@
+"""Prefill FLOPs of the full-size architectures, per component, for any method and ratio.
+
+Token counts come from running the method on the architecture's depth-true tiny twin (fastervlm.bench.archs);
+FLOPs come from torch.utils.flop_counter over the full-size modules built under FakeTensorMode (no memory,
+no weights). Attention runs eagerly there: the CPU sdpa kernel counts 0 FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cache
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+from transformers.models.clip.modeling_clip import CLIPVisionModel
+from transformers.models.llama.modeling_llama import LlamaModel
+
+import fastervlm
+from fastervlm.bench.archs import ARCHS, Arch
+from fastervlm.methods import method_entry
+
+CONVENTIONS = ("counted", "paper")
+FP16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """What a method lets through, read from a pruned forward of the twin."""
+
+    lengths: list[int]  # tokens entering each LLM layer
+    visual: list[int]  # of which visual, per layer
+    projected: int  # rows the projector runs on
+
+
+@dataclass
+class FlopsRow:
+    arch: str
+    method: str
+    ratio: float
+    convention: str
+    visual_tokens: int  # visual tokens in the deepest layer (the paper's column)
+    flops_t: float
+    vision_t: float
+    projector_t: float
+    llm_t: float
+    lm_head_t: float
+    kv_visual_mb: float  # fp16 KV cache of the visual tokens, all layers
+    visual_per_layer: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_plan(arch: Arch, method: str, ratio: float) -> TokenPlan:
+    model, inputs = arch.twin()
+    text = int((inputs["input_ids"] != model.config.image_token_id).sum())
+    if method != "none":
+        fastervlm.prune(model, method=method, ratio=ratio)
+    with torch.no_grad():
+        model(**inputs)
+    layers = model.config.text_config.num_hidden_layers
+    if method == "none":
+        visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
+        return TokenPlan([text + visual] * layers, [visual] * layers, visual)
+    report = fastervlm.last_report(model)
+    if not report.applied:
+        raise RuntimeError(f"{method} did not prune the twin of {arch.name}: {report.note}")
+    lengths = report.seq_len_per_layer[0]
+    projected = report.visual_tokens_in if method_entry(method).stage == "llm" else report.visual_tokens_out
+    return TokenPlan(lengths, [n - text for n in lengths], projected)
+
+
+@cache
+def full_size(name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """Vision tower, projector, language model and LM head at full size, as fake tensors."""
+    arch = ARCHS[name]
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        vision_config, text_config = arch.vision, arch.text
+        vision_config._attn_implementation = text_config._attn_implementation = "eager"
+        tower = CLIPVisionModel(vision_config)
+        projector = nn.Sequential(
+            nn.Linear(vision_config.hidden_size, text_config.hidden_size),
+            nn.GELU(),
+            nn.Linear(text_config.hidden_size, text_config.hidden_size),
+        )
+        language_model = LlamaModel(text_config)
+        lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
+    return tower, projector, language_model, lm_head
+
+
+def counted(run: callable) -> float:
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops() / 1e12
+
+
+def llm_flops(language_model: nn.Module, lengths: list[int]) -> float:
+    """Each decoder layer at its own length: layers after a pruning point run on fewer tokens."""
+    total = 0.0
+    width = language_model.config.hidden_size
+    for layer, n in zip(language_model.layers, lengths, strict=True):
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            hidden = torch.empty(1, n, width)
+            positions = torch.arange(n).unsqueeze(0)
+            rope = language_model.rotary_emb(hidden, position_ids=positions)
+        total += counted(lambda layer=layer, hidden=hidden, rope=rope: layer(hidden, position_embeddings=rope))
+    return total
+
+
+def paper_llm_flops(text_config, visual: list[int]) -> float:
+    """The paper's convention: visual tokens only, L x (8nd^2 + 4n^2 d + 6ndm), per layer with its own n."""
+    d, m = text_config.hidden_size, text_config.intermediate_size
+    return sum(8 * n * d * d + 4 * n * n * d + 6 * n * d * m for n in visual) / 1e12
+
+
+def flops(arch: Arch, method: str, ratio: float, convention: str = "counted") -> FlopsRow:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    plan = token_plan(arch, method, ratio)
+    tower, projector, language_model, lm_head = full_size(arch.name)
+    size = arch.vision.image_size
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        pixels = torch.empty(arch.views, 3, size, size)
+        rows = torch.empty(plan.projected, arch.vision.hidden_size)
+        last = torch.empty(1, arch.text.hidden_size)
+    vision = counted(lambda: tower(pixels))
+    if convention == "paper":
+        proj = head = 0.0
+        llm = paper_llm_flops(arch.text, plan.visual)
+    else:
+        proj = counted(lambda: projector(rows))
+        llm = llm_flops(language_model, plan.lengths)
+        head = counted(lambda: lm_head(last))  # generate's prefill keeps the last position's logits only
+    kv = sum(plan.visual) * 2 * arch.text.hidden_size * FP16_BYTES / 2**20
+    return FlopsRow(
+        arch=arch.name,
+        method=method,
+        ratio=ratio,
+        convention=convention,
+        visual_tokens=plan.visual[-1],
+        flops_t=vision + proj + llm + head,
+        vision_t=vision,
+        projector_t=proj,
+        llm_t=llm,
+        lm_head_t=head,
+        kv_visual_mb=kv,
+        visual_per_layer=plan.visual,
+    )
