@@ -1,8 +1,10 @@
-"""The real architectures the paper measures, written as data (no download), and their depth-true tiny twins.
+"""The real architectures the paper measures, written as data (no download), at any width.
 
-A twin has the architecture's depth and visual geometry (patches per view, views per sample, LLM layers) but
-tiny widths: running a method on it through the real runtime gives the exact token count entering every
-layer, which the FLOP counter then prices at full width. So a new method needs no formula of its own.
+`Arch.model(scale)` builds the architecture with random weights (speed does not depend on their values) and
+every width multiplied by `scale`, depth kept, so the vision / LLM cost balance stays the real model's.
+`Arch.twin()` is the depth-true tiny model: running a method on it through the real runtime gives the exact
+token count entering every layer, which the FLOP counter prices at full width; so a new method needs no
+FLOPs formula of its own.
 """
 
 from __future__ import annotations
@@ -12,24 +14,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import CLIPVisionConfig, LlamaConfig
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
+from fastervlm.tiny import synthetic_images, tiny_processor, tiny_tokenizer
 
-
-@dataclass(frozen=True)
-class Arch:
-    """One full-size model: vision tower, two-layer MLP projector, Llama-family LLM."""
-
-    name: str
-    vision: CLIPVisionConfig
-    text: LlamaConfig
-    views: int  # vision-tower passes per sample: 1 image, 5 anyres views, 8 frames
-    twin: Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]  # depth-true tiny model and one sample
-
-    @property
-    def patches_per_view(self) -> int:
-        return (self.vision.image_size // self.vision.patch_size) ** 2
+TEXT_TOKENS = 64  # prompt tokens around the image in every sample (the paper's FLOPs count only visual ones)
+TWIN_WIDTH = 64
 
 
 def clip_vit_l(image_size: int) -> CLIPVisionConfig:
@@ -59,23 +49,99 @@ def vicuna(size: str) -> LlamaConfig:
     )
 
 
-TEXT_TOKENS = 64  # prompt tokens around the image in every twin sample (the paper's FLOPs count only visual ones)
+def head_dim(config: CLIPVisionConfig | LlamaConfig) -> int:
+    return config.hidden_size // config.num_attention_heads
 
 
-def llava15_twin(layers: int) -> Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]:
-    def build() -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        model = tiny_llava(text_layers=layers)
-        processor = tiny_processor()
-        text = "USER: <image>\n" + "x" * (TEXT_TOKENS - 16) + " ASSISTANT:"
-        inputs = processor(images=synthetic_images(1), text=[text], return_tensors="pt")
-        return model, dict(inputs)
+def widths(config: CLIPVisionConfig | LlamaConfig, hidden: int) -> dict[str, int]:
+    """Widths for a new hidden size: intermediate in proportion, the real head size, fewer heads."""
+    size = min(head_dim(config), hidden)
+    heads = hidden // size
+    out = {
+        "hidden_size": hidden,
+        "intermediate_size": config.intermediate_size * hidden // config.hidden_size,
+        "num_attention_heads": heads,
+    }
+    if isinstance(config, LlamaConfig):
+        out |= {"num_key_value_heads": heads, "head_dim": size}
+    return out
 
-    return build
+
+def llava15(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
+    tokenizer = tiny_tokenizer()
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.update(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
+    return model
+
+
+def llava15_sample(batch: int) -> dict[str, torch.Tensor]:
+    text = "USER: <image>\n" + "x" * (TEXT_TOKENS - 16) + " ASSISTANT:"
+    images = synthetic_images(1) * batch
+    return dict(tiny_processor()(images=images, text=[text] * batch, return_tensors="pt"))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One full-size model: vision tower, two-layer MLP projector, Llama-family LLM."""
+
+    name: str
+    vision: CLIPVisionConfig
+    text: LlamaConfig
+    views: int  # vision-tower passes per sample: 1 image, 5 anyres views, 8 frames
+    build: Callable[[CLIPVisionConfig, LlamaConfig, int], nn.Module]
+    sample: Callable[[int], dict[str, torch.Tensor]]
+
+    def model(self, scale: float = 1.0, seed: int = 0) -> nn.Module:
+        """Random weights, widths x scale, depth kept."""
+        vision = self.vision.__class__(**{**self.vision.to_dict(), **widths(self.vision, scaled(self.vision, scale))})
+        text = self.text.__class__(**{**self.text.to_dict(), **widths(self.text, scaled(self.text, scale))})
+        return self.build(vision, text, seed)
+
+    def twin(self) -> nn.Module:
+        """Full depth, tiny width: what a method keeps at each layer, fast on any CPU."""
+        vision = self.vision.__class__(
+            **{**self.vision.to_dict(), **widths(self.vision, 32), "num_hidden_layers": 3, "num_attention_heads": 4}
+        )
+        text = self.text.__class__(
+            **{
+                **self.text.to_dict(),
+                **widths(self.text, TWIN_WIDTH),
+                "num_attention_heads": 4,
+                "num_key_value_heads": 4,
+            }
+        )
+        return self.build(vision, text, 0)
+
+    def scaled_name(self, scale: float) -> str:
+        return self.name if scale == 1.0 else f"{self.name}@{scale:g}"
+
+
+def scaled(config: CLIPVisionConfig | LlamaConfig, scale: float) -> int:
+    """hidden_size x scale, rounded to whole heads of the real head size."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1] (every width multiplied by it), got {scale!r}")
+    size = head_dim(config)
+    return max(size, round(config.hidden_size * scale / size) * size)
 
 
 ARCHS: dict[str, Arch] = {
-    "llava-1.5-7b": Arch("llava-1.5-7b", clip_vit_l(336), vicuna("7b"), 1, llava15_twin(32)),
-    "llava-1.5-13b": Arch("llava-1.5-13b", clip_vit_l(336), vicuna("13b"), 1, llava15_twin(40)),
+    "llava-1.5-7b": Arch("llava-1.5-7b", clip_vit_l(336), vicuna("7b"), 1, llava15, llava15_sample),
+    "llava-1.5-13b": Arch("llava-1.5-13b", clip_vit_l(336), vicuna("13b"), 1, llava15, llava15_sample),
 }
 
 

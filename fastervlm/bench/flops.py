@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
-from transformers.models.clip.modeling_clip import CLIPVisionModel
-from transformers.models.llama.modeling_llama import LlamaModel
 
 import fastervlm
 from fastervlm.bench.archs import ARCHS, Arch
@@ -54,7 +52,7 @@ class FlopsRow:
 
 
 def token_plan(arch: Arch, method: str, ratio: float) -> TokenPlan:
-    model, inputs = arch.twin()
+    model, inputs = arch.twin(), arch.sample(1)
     text = int((inputs["input_ids"] != model.config.image_token_id).sum())
     if method != "none":
         fastervlm.prune(model, method=method, ratio=ratio)
@@ -73,21 +71,12 @@ def token_plan(arch: Arch, method: str, ratio: float) -> TokenPlan:
 
 
 @cache
-def full_size(name: str) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-    """Vision tower, projector, language model and LM head at full size, as fake tensors."""
-    arch = ARCHS[name]
+def full_size(name: str, scale: float = 1.0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """Vision tower, projector, language model and LM head, widths x scale, as fake tensors."""
     with FakeTensorMode(allow_non_fake_inputs=True):
-        vision_config, text_config = arch.vision, arch.text
-        vision_config._attn_implementation = text_config._attn_implementation = "eager"
-        tower = CLIPVisionModel(vision_config)
-        projector = nn.Sequential(
-            nn.Linear(vision_config.hidden_size, text_config.hidden_size),
-            nn.GELU(),
-            nn.Linear(text_config.hidden_size, text_config.hidden_size),
-        )
-        language_model = LlamaModel(text_config)
-        lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
-    return tower, projector, language_model, lm_head
+        model = ARCHS[name].model(scale)
+        model.set_attn_implementation("eager")
+    return model.model.vision_tower, model.model.multi_modal_projector, model.model.language_model, model.lm_head
 
 
 def counted(run: callable) -> float:
@@ -115,27 +104,27 @@ def paper_llm_flops(text_config, visual: list[int]) -> float:
     return sum(8 * n * d * d + 4 * n * n * d + 6 * n * d * m for n in visual) / 1e12
 
 
-def flops(arch: Arch, method: str, ratio: float, convention: str = "counted") -> FlopsRow:
+def flops(arch: Arch, method: str, ratio: float, convention: str = "counted", scale: float = 1.0) -> FlopsRow:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     plan = token_plan(arch, method, ratio)
-    tower, projector, language_model, lm_head = full_size(arch.name)
+    tower, projector, language_model, lm_head = full_size(arch.name, scale)
     size = arch.vision.image_size
     with FakeTensorMode(allow_non_fake_inputs=True):
         pixels = torch.empty(arch.views, 3, size, size)
-        rows = torch.empty(plan.projected, arch.vision.hidden_size)
-        last = torch.empty(1, arch.text.hidden_size)
+        rows = torch.empty(plan.projected, tower.config.hidden_size)
+        last = torch.empty(1, language_model.config.hidden_size)
     vision = counted(lambda: tower(pixels))
     if convention == "paper":
         proj = head = 0.0
-        llm = paper_llm_flops(arch.text, plan.visual)
+        llm = paper_llm_flops(language_model.config, plan.visual)
     else:
         proj = counted(lambda: projector(rows))
         llm = llm_flops(language_model, plan.lengths)
         head = counted(lambda: lm_head(last))  # generate's prefill keeps the last position's logits only
-    kv = sum(plan.visual) * 2 * arch.text.hidden_size * FP16_BYTES / 2**20
+    kv = sum(plan.visual) * 2 * language_model.config.hidden_size * FP16_BYTES / 2**20
     return FlopsRow(
-        arch=arch.name,
+        arch=arch.scaled_name(scale),
         method=method,
         ratio=ratio,
         convention=convention,
