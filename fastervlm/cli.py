@@ -15,15 +15,18 @@ from fastervlm import demo
 from fastervlm.bench import cli as bench_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
-from fastervlm.tiny import synthetic_images
 from fastervlm.viz import kept_grid_figure
 
-RANDOM_NOTE = (
-    "NOTE: this is the embedded tiny LLaVA-1.5-shaped model with RANDOM weights (real 336 px / 14 px geometry, "
-    "576 visual tokens per image): generated text is meaningless and timings only show relative cost. "
-    "Pass --model llava-hf/llava-1.5-7b-hf or a local model directory for real answers."
-)
-DEMO_QUESTION = "What is shown in this image?"
+DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
+
+
+def random_note(arch: str) -> str:
+    family = demo.ARCHS[arch]
+    return (
+        f"NOTE: this is the embedded tiny model with RANDOM weights ({family.geometry}): generated text is "
+        f"meaningless and timings only show relative cost. Pass --model {family.example} or a local model "
+        "directory for real answers."
+    )
 
 
 def ratio_list(text: str) -> list[float]:
@@ -56,11 +59,17 @@ def run_demo(args: argparse.Namespace) -> int:
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
-        print(RANDOM_NOTE)
-    images = open_images(args.image) if args.image else synthetic_images(args.images)
-    model, processor = demo.load_llava(args.model, attn=args.attn, device=device)
-    inputs = demo.batch(model, processor, images, DEMO_QUESTION)
-    print(f"model: {args.model or 'tiny (random weights)'}; {len(images)} image(s); device {device}; attn {args.attn}")
+        print(random_note(args.arch))
+    family = demo.ARCHS[args.arch]
+    # Image files go through the image path of either arch (Video-LLaVA answers about images too).
+    media = "images" if args.image else family.media
+    samples = open_images(args.image) if args.image else family.synthetic(args.images)
+    model, processor = demo.load_llava(args.model, arch=args.arch, attn=args.attn, device=device)
+    inputs = demo.batch(model, processor, samples, DEMO_QUESTIONS[media], media)
+    print(
+        f"model: {args.model or 'tiny (random weights)'} ({args.arch}); {len(samples)} {media[:-1]}(s); "
+        f"device {device}; attn {args.attn}"
+    )
     with Progress(console=Console(stderr=True), transient=True) as progress:
         runs = demo.run_all(
             model, inputs, configs, repeats=args.repeats, max_new_tokens=args.max_new_tokens, progress=progress
@@ -69,8 +78,9 @@ def run_demo(args: argparse.Namespace) -> int:
     adapter = adapter_for(model)
     size = processor.image_processor.crop_size["height"]
     kept = {f"{demo.budget_label(r.config)} ({len(r.first_kept)} kept)": r.first_kept for r in runs[1:]}
-    path = kept_grid_figure(images[0], kept, adapter.patch_grid(model), args.out, size=size)
-    print(f"kept patches of image 1 written to {path}")
+    first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
+    path = kept_grid_figure(first, kept, adapter.patch_grid(model), args.out, size=size)
+    print(f"kept patches of {name} written to {path}")
     return 0
 
 
@@ -81,7 +91,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
     if args.model == demo.TINY:
-        print(RANDOM_NOTE)
+        print(random_note("llava-1.5"))
     images = open_images(args.image)
     model, processor = demo.load_llava(args.model, attn=args.attn, device=device)
     inputs = demo.batch(model, processor, images, args.prompt)
@@ -102,11 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser("demo", help="time a model unpruned and pruned at several ratios; draw the kept patches")
     d.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     d.add_argument("--ratios", type=ratio_list, default=[0.5, 0.75, 0.9, 0.95], help="comma-separated, e.g. 0.5,0.9")
-    d.add_argument("--images", type=positive_int, default=2, help="synthetic images in the batch (without --image)")
+    d.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    d.add_argument(
+        "--images", type=positive_int, default=2, help="synthetic images (videos for video-llava) without --image"
+    )
     d.add_argument("--image", action="append", help="image file (repeatable); replaces the synthetic images")
     d.add_argument("--max-new-tokens", type=positive_int, default=16)
     d.add_argument("--repeats", type=positive_int, default=3, help="timed runs per row (median, after a warm-up)")
-    d.add_argument("--out", default="fastervlm_demo.png", help="PNG of the first image's kept patches")
+    d.add_argument("--out", default="fastervlm_demo.png", help="PNG of the first image's (or frame's) kept patches")
     d.add_argument("--method", default="fastervlm", choices=methods)
     d.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     d.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")

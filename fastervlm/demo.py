@@ -1,4 +1,4 @@
-"""Loading a LLaVA model, asking it questions, and timing it unpruned against pruned: what the CLI runs."""
+"""Loading a LLaVA-family model, asking it questions, and timing it unpruned against pruned: what the CLI runs."""
 
 from __future__ import annotations
 
@@ -10,51 +10,106 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from rich import box
 from rich.progress import Progress
 from rich.table import Table
 from torch import nn
-from transformers import AutoProcessor, BatchFeature, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import (
+    AutoProcessor,
+    BatchFeature,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+    ProcessorMixin,
+    VideoLlavaForConditionalGeneration,
+)
 
 import fastervlm
 from fastervlm.methods import MethodConfig, method_name
 from fastervlm.models import adapter_for
 from fastervlm.report import Report
-from fastervlm.tiny import tiny_llava, tiny_processor
+from fastervlm.tiny import (
+    synthetic_images,
+    synthetic_video,
+    tiny_llava,
+    tiny_processor,
+    tiny_video_llava,
+    tiny_video_llava_processor,
+)
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
+PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}  # processor keyword -> its placeholder in the prompt
 
 
-def load_llava(model: str | None, *, attn: str = "sdpa", device: str = "cpu") -> tuple[nn.Module, ProcessorMixin]:
-    """A LLaVA model and its processor, ready for batched generation.
+@dataclass(frozen=True)
+class Arch:
+    """A model family the demo runs: its class, its embedded tiny stand-in, and what it is shown by default."""
 
-    model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the embedded tiny model
-    with random weights (LLaVA-1.5 geometry, nothing downloaded).
+    model_class: type[PreTrainedModel]
+    tiny: Callable[..., nn.Module]
+    tiny_processor: Callable[[], ProcessorMixin]
+    media: str  # the processor keyword of its synthetic samples: "images" or "videos"
+    synthetic: Callable[[int], list[Any]]  # n synthetic samples: images, or videos as lists of frames
+    geometry: str  # the tiny model's shapes, for the random-weights note
+    example: str  # a hub id with real weights
+
+
+ARCHS = {
+    "llava-1.5": Arch(
+        LlavaForConditionalGeneration,
+        tiny_llava,
+        tiny_processor,
+        "images",
+        synthetic_images,
+        "LLaVA-1.5-shaped, real 336 px / 14 px geometry, 576 visual tokens per image",
+        "llava-hf/llava-1.5-7b-hf",
+    ),
+    "video-llava": Arch(
+        VideoLlavaForConditionalGeneration,
+        tiny_video_llava,
+        tiny_video_llava_processor,
+        "videos",
+        lambda n: [synthetic_video(seed=i) for i in range(n)],
+        "Video-LLaVA-shaped, real 224 px / 14 px geometry, 8 frames x 257 visual tokens per video",
+        "LanguageBind/Video-LLaVA-7B-hf",
+    ),
+}
+
+
+def load_llava(
+    model: str | None, *, arch: str = "llava-1.5", attn: str = "sdpa", device: str = "cpu"
+) -> tuple[nn.Module, ProcessorMixin]:
+    """A LLaVA-family model and its processor, ready for batched generation.
+
+    model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the arch's embedded tiny model
+    with random weights (the real geometry, nothing downloaded).
     """
+    family = ARCHS[arch]
     if model is None or model == TINY:
-        llava, processor = tiny_llava(attn_implementation=attn), tiny_processor()
+        llava, processor = family.tiny(attn_implementation=attn), family.tiny_processor()
     else:
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
             # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
             raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
         processor = AutoProcessor.from_pretrained(model)
         # dtype="auto": the checkpoint's own dtype (fp16 for llava-hf); transformers 5 renamed torch_dtype.
-        llava = LlavaForConditionalGeneration.from_pretrained(model, dtype="auto", attn_implementation=attn)
+        llava = family.model_class.from_pretrained(model, dtype="auto", attn_implementation=attn)
     # generate() appends new tokens after the last column, so batched prompts must be padded on the left.
     processor.tokenizer.padding_side = "left"
     return llava.to(device).eval(), processor
 
 
-def llava_prompt(question: str) -> str:
-    """LLaVA-1.5's conversation template; a prompt that already holds <image> is taken as the caller's own."""
-    return question if "<image>" in question else f"USER: <image>\n{question} ASSISTANT:"
+def llava_prompt(question: str, placeholder: str = "<image>") -> str:
+    """LLaVA-1.5's (and Video-LLaVA's) conversation template; a prompt that already holds the placeholder is
+    taken as the caller's own."""
+    return question if placeholder in question else f"USER: {placeholder}\n{question} ASSISTANT:"
 
 
-def batch(model: nn.Module, processor: ProcessorMixin, images: list[Image.Image], question: str) -> BatchFeature:
-    """One prompt per image, padded into one batch, on the model's device and (for pixels) its dtype."""
-    text = [llava_prompt(question)] * len(images)
-    inputs = processor(images=images, text=text, padding=True, return_tensors="pt")
+def batch(
+    model: nn.Module, processor: ProcessorMixin, samples: list[Any], question: str, media: str = "images"
+) -> BatchFeature:
+    """One prompt per image (or video), padded into one batch, on the model's device and (for pixels) its dtype."""
+    text = [llava_prompt(question, PLACEHOLDERS[media])] * len(samples)
+    inputs = processor(**{media: samples}, text=text, padding=True, return_tensors="pt")
     return inputs.to(device=model.device, dtype=model.dtype)
 
 
@@ -66,9 +121,14 @@ def answers(model: nn.Module, processor: ProcessorMixin, inputs: BatchFeature, m
     return [text.strip() for text in processor.batch_decode(new, skip_special_tokens=True)]
 
 
+def visual_tokens_per_sample(model: nn.Module, inputs: BatchFeature) -> list[int]:
+    """Image and video placeholder tokens of each sample: what the unpruned model feeds its LLM."""
+    ids = inputs["input_ids"]
+    return sum((ids == m.token_id).sum(dim=1) for m in adapter_for(model).modalities(model)).tolist()
+
+
 def visual_tokens(model: nn.Module, inputs: BatchFeature) -> int:
-    """Image placeholder tokens in the batch: what the unpruned model feeds its LLM."""
-    return sum(int((inputs["input_ids"] == m.token_id).sum()) for m in adapter_for(model).modalities(model))
+    return sum(visual_tokens_per_sample(model, inputs))
 
 
 def applied_report(model: nn.Module, visual_tokens_in: int) -> Report:
@@ -97,10 +157,10 @@ class Run:
 
     config: MethodConfig | None
     visual_tokens: int
-    kept_per_image: list[int]
+    kept_per_sample: list[int]
     prefill_ms: float
     generate_ms: float
-    first_kept: torch.Tensor | None  # first image's first view: kept patch indices, raster order
+    first_kept: torch.Tensor | None  # first sample's first view (image or frame): kept patch indices, raster order
 
 
 def median_ms(step: Callable[[], Any], repeats: int, device: torch.device) -> float:
@@ -125,8 +185,8 @@ def measure(
     min_new_tokens = max_new_tokens makes every run decode the same number of tokens, so the speed-up
     compares equal work rather than answers that happen to stop at different lengths.
     """
-    visual_in = visual_tokens(model, inputs)
-    per_image = adapter_for(model).patches_per_view(model)
+    per_sample = visual_tokens_per_sample(model, inputs)
+    visual_in = sum(per_sample)
 
     def prefill() -> None:
         model(**inputs)
@@ -149,9 +209,12 @@ def measure(
         if config is not None:
             fastervlm.unprune(model)
     if report is None:
-        return Run(None, visual_in, [per_image] * len(inputs["input_ids"]), prefill_ms, generate_ms, None)
-    first = report.kept_indices[0][0]
-    return Run(config, report.visual_tokens_out, report.kept_per_sample, prefill_ms, generate_ms, first)
+        return Run(None, visual_in, per_sample, prefill_ms, generate_ms, None)
+    # Visual tokens that reached the LLM, per sample: kept patches plus any row the model always feeds (a
+    # Video-LLaVA frame's [CLS] in stock mode), so the column adds up to visual_tokens_out.
+    text = (inputs["attention_mask"].sum(dim=1) - torch.tensor(per_sample)).tolist()
+    kept = [length - t for length, t in zip(report.llm_input_lengths, text, strict=True)]
+    return Run(config, report.visual_tokens_out, kept, prefill_ms, generate_ms, report.kept_indices[0][0])
 
 
 def run_all(
@@ -186,12 +249,12 @@ def table(runs: list[Run]) -> Table:
         title="visual token pruning: unpruned vs pruned", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
     result.add_column("method", no_wrap=True)
-    for name in ("ratio", "visual\ntokens", "kept\n/image", "prefill\nms", "generate\nms"):
+    for name in ("ratio", "visual\ntokens", "kept\n/sample", "prefill\nms", "generate\nms"):
         result.add_column(name, justify="right", no_wrap=True)
     for name in ("prefill\nspeed-up", "generate\nspeed-up"):
         result.add_column(name, justify="right", no_wrap=True)
     for run in runs:
-        kept = run.kept_per_image[:1] if len(set(run.kept_per_image)) == 1 else run.kept_per_image
+        kept = run.kept_per_sample[:1] if len(set(run.kept_per_sample)) == 1 else run.kept_per_sample
         result.add_row(
             "unpruned" if run.config is None else method_name(run.config),
             "0" if run.config is None else f"{run.config.ratio:g}" if run.config.ratio is not None else "-",

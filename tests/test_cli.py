@@ -58,6 +58,23 @@ def test_demo_without_model_runs_end_to_end(tmp_path, capsys, monkeypatch):
         assert picture.size == (round(5 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
 
 
+def test_demo_video_llava_runs_on_the_tiny_model(tmp_path, capsys, monkeypatch):
+    """8 frames x 257 tokens; at 90 % each frame keeps 26 patches plus its [CLS] row (stock mode)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    png = tmp_path / "frame.png"
+    argv = ["demo", "--arch", "video-llava", "--ratios", "0.9", "--images", "1", "--out", str(png)]
+    code = main([*argv, "--repeats", "1", "--max-new-tokens", "2"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "RANDOM weights (Video-LLaVA-shaped" in stdout.splitlines()[0]
+    assert table_rows(stdout) == {"0": ["2056", "2056"], "0.9": ["216", "216"]}
+    assert f"kept patches of video 1, frame 1 written to {png}" in stdout
+    with Image.open(png) as picture:  # the first frame as the model saw it, plus the one ratio's panel
+        assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
 def test_generate_loads_a_saved_model_directory(saved_tiny, image_file, capsys):
     argv = ["generate", "--model", str(saved_tiny), "--image", str(image_file), "--prompt", "What is this?"]
     code = main([*argv, "--max-new-tokens", "4"])
@@ -110,8 +127,11 @@ def test_missing_model_directory_is_a_clean_error(image_file, tmp_path, capsys):
 def test_argparse_errors_return_2_instead_of_exiting(capsys):
     assert main(["demo", "--ratios", "0.5,abc"]) == 2
     assert "expected comma-separated ratios" in capsys.readouterr().err
+    assert main(["demo", "--arch", "llava-2"]) == 2
+    assert "--arch: invalid choice: 'llava-2'" in capsys.readouterr().err
 
 
 def test_prompt_is_wrapped_in_the_llava_template_unless_it_has_an_image_token():
     assert llava_prompt("What is this?") == "USER: <image>\nWhat is this? ASSISTANT:"
     assert llava_prompt("<image>\nCaption:") == "<image>\nCaption:"
+    assert llava_prompt("Why?", "<video>") == "USER: <video>\nWhy? ASSISTANT:"

@@ -8,8 +8,9 @@ from torch import nn
 
 from fastervlm.models.base import ModelAdapter
 from fastervlm.models.llava import LlavaAdapter
+from fastervlm.models.video_llava import VideoLlavaAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter,)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter, VideoLlavaAdapter)
 
 
 def adapter_class(model: nn.Module) -> type[ModelAdapter]:

@@ -111,7 +111,10 @@ class ModelAdapter:
         raise NotImplementedError
 
     def selections(
-        self, pooler_output: list[torch.Tensor], kept: torch.Tensor, num_patches: int
+        self, modality: str, pooler_output: list[torch.Tensor] | torch.Tensor, kept: torch.Tensor
     ) -> list[ImageSelection]:
-        """Map per-view kept patch indices (views, k) to each image's feature rows."""
+        """Map per-view kept patch indices (views, k) to feature rows: one selection per pooler_output entry.
+
+        pooler_output is the encoder's: a list of per-image tensors, or one (views, rows, dim) tensor.
+        """
         raise NotImplementedError

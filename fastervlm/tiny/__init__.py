@@ -10,14 +10,26 @@ from fastervlm.tiny.llava import (
     tiny_processor,
     tiny_tokenizer,
 )
+from fastervlm.tiny.video_llava import (
+    NUM_FRAMES,
+    synthetic_video,
+    tiny_video_llava,
+    tiny_video_llava_config,
+    tiny_video_llava_processor,
+)
 
 __all__ = [
     "IMAGE_SEQ_LENGTH",
     "IMAGE_SIZE",
+    "NUM_FRAMES",
     "PATCH_SIZE",
     "synthetic_images",
+    "synthetic_video",
     "tiny_llava",
     "tiny_llava_config",
     "tiny_processor",
     "tiny_tokenizer",
+    "tiny_video_llava",
+    "tiny_video_llava_config",
+    "tiny_video_llava_processor",
 ]

@@ -1,0 +1,152 @@
+"""Video-LLaVA (`VideoLlavaForConditionalGeneration`): images and 8-frame videos, one 16 x 16 CLIP view each.
+
+Images go through the image tower with the [CLS] row cropped (256 rows per image). Videos go through the video
+tower, and the Hugging Face port keeps every frame's [CLS] row (257 rows per frame, 8 x 257 = 2056 video tokens),
+where the original Video-LLaVA (LanguageBind) cropped it (8 x 256 = 2048). Both share one projector.
+
+The budget is per view (image or frame): each frame's patches are scored by that frame's own [CLS] row at the
+feature layer and keep their top k in raster order, frames in their order (the paper: 90 % -> 26 per frame).
+
+mode="stock" (default): prune the pipeline the Hugging Face model runs. Each frame's [CLS] row still reaches the
+LLM, so a frame keeps 1 + k tokens (90 %: 8 x 27 = 216 of 2056). This is the default because only it reproduces
+the unpruned model exactly at ratio 0, as the API promises.
+mode="paper": the original Video-LLaVA's layout, as the paper measured it: the [CLS] row never reaches the LLM and
+a frame keeps k of its 256 patches (90 %: 8 x 26 = 208). At ratio 0 this is the original's 2048-token layout, not
+the Hugging Face model's 2056.
+Images keep k of 256 in both modes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter, VisionAttention
+from fastervlm.models.llava import encoder_layer_for_feature
+
+TOWERS = {"image": "image_tower", "video": "video_tower"}
+
+
+class VideoLlavaAdapter(ModelAdapter):
+    model_classes = ("VideoLlavaForConditionalGeneration",)
+    options = {"mode": ("stock", "paper")}  # noqa: RUF012 - read-only class table
+
+    def __init__(self, mode: str = "stock") -> None:
+        self.mode = mode
+
+    def base(self, model: nn.Module) -> nn.Module:
+        return model.model
+
+    def modalities(self, model: nn.Module) -> list[Modality]:
+        return [
+            Modality("image", model.config.image_token_id, "get_image_features"),
+            Modality("video", model.config.video_token_id, "get_video_features"),
+        ]
+
+    def patch_grid(self, model: nn.Module) -> tuple[int, int]:
+        vision = model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        return side, side
+
+    def patches_per_view(self, model: nn.Module) -> int:
+        rows, cols = self.patch_grid(model)
+        return rows * cols
+
+    def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
+        config = model.config
+        if config.vision_feature_select_strategy != "default":
+            raise ValueError(
+                "vision_feature_select_strategy must be 'default' (image [CLS] cropped, patches only) for pruning, "
+                f"got {config.vision_feature_select_strategy!r}"
+            )
+        if not isinstance(config.vision_feature_layer, int):
+            raise ValueError(
+                f"vision_feature_layer must be a single int for pruning, got {config.vision_feature_layer!r}"
+            )
+        if "vision_cls_row" in needs:
+            for modality, tower_name in TOWERS.items():
+                tower = getattr(model.model, tower_name)
+                if type(tower).__name__ != "CLIPVisionModel":
+                    raise ValueError(
+                        f"this method scores patches by the vision [CLS] token, and the {tower_name} "
+                        f"({type(tower).__name__}) has no [CLS] token; supported vision towers: CLIPVisionModel"
+                    )
+                self.vision_attention(model, modality, score_layer)
+
+    def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
+        """The scored attention of this modality's own tower: images and videos have separate CLIP weights."""
+        layers = getattr(model.model, TOWERS[modality]).encoder.layers
+        feature_layer = model.config.vision_feature_layer if score_layer is None else score_layer
+        attention = layers[encoder_layer_for_feature(feature_layer, len(layers))].self_attn
+        return VisionAttention(attention.q_proj, attention.k_proj, attention.num_heads, attention.scale)
+
+    def feature_rows(self, modality: str, kept: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """Video rows are [CLS, patch 0, ...]: patch i is row i + 1, and stock mode keeps row 0 too."""
+        if modality == "image":
+            return kept
+        patches = kept + 1
+        if self.mode == "paper":
+            return patches
+        return torch.cat([patches.new_zeros(patches.shape[0], 1), patches], dim=1)
+
+    def projector(self, model: nn.Module) -> nn.Module:
+        return model.model.multi_modal_projector
+
+    def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        encoded = dict(inputs.get("mm_encoder_outputs") or {})
+        for modality, output in encoded.items():
+            refuse_expanded(modality, output)
+        layer = inputs.pop("vision_feature_layer", None)
+        strategy = inputs.pop("vision_feature_select_strategy", None)
+        pixel_values = inputs.pop("pixel_values", None)
+        legacy = inputs.pop("pixel_values_images", None)  # the name VideoLlavaImageProcessor still returns
+        pixel_values = legacy if pixel_values is None else pixel_values
+        videos = inputs.pop("pixel_values_videos", None)
+        if pixel_values is not None:
+            encoded["image"] = base.get_image_features(
+                pixel_values=pixel_values,
+                vision_feature_layer=layer,
+                vision_feature_select_strategy=strategy,
+                return_dict=True,
+            )
+        if videos is not None:
+            encoded["video"] = base.get_video_features(
+                pixel_values_videos=videos, vision_feature_layer=layer, return_dict=True
+            )
+        return {**inputs, "mm_encoder_outputs": encoded} if encoded else inputs
+
+    def selections(self, modality: str, pooler_output: torch.Tensor, kept: torch.Tensor) -> list[ImageSelection]:
+        """One selection per view (image or frame): a frame fills its own span of the video's placeholders."""
+        if pooler_output.shape[0] != kept.shape[0]:
+            raise RuntimeError(
+                f"expected one feature row block per view, got {pooler_output.shape[0]} for {kept.shape[0]} views"
+            )
+        num_rows = pooler_output.shape[1]
+        num_patches = num_rows - 1 if modality == "video" else num_rows  # a frame's rows start with its [CLS]
+        rows = self.feature_rows(modality, kept, num_rows)
+        return [
+            ImageSelection(rows=r, num_rows=num_rows, views=[k], view_sizes=[num_patches])
+            for r, k in zip(rows, kept, strict=True)
+        ]
+
+
+def refuse_expanded(modality: str, output: Any) -> None:
+    """Refuse features that generate() expanded for beams or num_return_sequences.
+
+    transformers 5.23's `_expand_multimodal_outputs` rebuilds a tensor pooler_output with torch.stack, which
+    drops the selection the runtime hung on it; the tower's last_hidden_state keeps the unexpanded view count,
+    which tells the two apart. Without this check the runtime would say the features were not encoded by the
+    pruned model, which is true but hides the cause.
+    """
+    pooled = getattr(output, "pooler_output", None)
+    hidden = getattr(output, "last_hidden_state", None)
+    if not isinstance(pooled, torch.Tensor) or hidden is None or hasattr(pooled, SELECTION_ATTR):
+        return
+    if pooled.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"num_beams > 1 or num_return_sequences > 1 is not supported on a pruned Video-LLaVA: generate() "
+            f"re-stacks the {modality} features when it expands them ({hidden.shape[0]} -> {pooled.shape[0]} views), "
+            "which loses the kept-token selection; use num_beams=1 and num_return_sequences=1, or unprune"
+        )
