@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter, VisionAttention
+from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionAttention
 from fastervlm.models.llava import encoder_layer_for_feature
 
 TOWERS = {"image": "image_tower", "video": "video_tower"}
@@ -96,8 +96,6 @@ class VideoLlavaAdapter(ModelAdapter):
 
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         encoded = dict(inputs.get("mm_encoder_outputs") or {})
-        for modality, output in encoded.items():
-            refuse_expanded(modality, output)
         layer = inputs.pop("vision_feature_layer", None)
         strategy = inputs.pop("vision_feature_select_strategy", None)
         pixel_values = inputs.pop("pixel_values", None)
@@ -130,23 +128,3 @@ class VideoLlavaAdapter(ModelAdapter):
             ImageSelection(rows=r, num_rows=num_rows, views=[k], view_sizes=[num_patches])
             for r, k in zip(rows, kept, strict=True)
         ]
-
-
-def refuse_expanded(modality: str, output: Any) -> None:
-    """Refuse features that generate() expanded for beams or num_return_sequences.
-
-    transformers 5.23's `_expand_multimodal_outputs` rebuilds a tensor pooler_output with torch.stack, which
-    drops the selection the runtime hung on it; the tower's last_hidden_state keeps the unexpanded view count,
-    which tells the two apart. Without this check the runtime would say the features were not encoded by the
-    pruned model, which is true but hides the cause.
-    """
-    pooled = getattr(output, "pooler_output", None)
-    hidden = getattr(output, "last_hidden_state", None)
-    if not isinstance(pooled, torch.Tensor) or hidden is None or hasattr(pooled, SELECTION_ATTR):
-        return
-    if pooled.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"num_beams > 1 or num_return_sequences > 1 is not supported on a pruned Video-LLaVA: generate() "
-            f"re-stacks the {modality} features when it expands them ({hidden.shape[0]} -> {pooled.shape[0]} views), "
-            "which loses the kept-token selection; use num_beams=1 and num_return_sequences=1, or unprune"
-        )

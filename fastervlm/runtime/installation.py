@@ -45,23 +45,48 @@ def row_mask(selection: ImageSelection) -> torch.Tensor:
     return mask
 
 
-def attach_selections(pooled: Pooled, selections: list[ImageSelection]) -> None:
-    """Hang each selection on its features, so it follows them through generate's pre-encoding and beam expansion.
+def attach_selections(output: Any, selections: list[ImageSelection]) -> None:
+    """Hang each selection on its features, so it follows them through generate's pre-encoding and expansion.
 
-    A list keeps its entries' identity when generate repeats it; a single tensor carries the whole list.
+    List entries keep their identity when generate repeats them for beams. A single tensor is re-stacked
+    (transformers 5.23's `_expand_multimodal_outputs`), so its list also goes on the encoder output object,
+    whose pooler_output generate replaces in place.
     """
+    pooled = output.pooler_output
     if isinstance(pooled, torch.Tensor):
         setattr(pooled, SELECTION_ATTR, selections)
+        setattr(output, SELECTION_ATTR, selections)
         return
     for features, selection in zip(pooled, selections, strict=True):
         setattr(features, SELECTION_ATTR, selection)
 
 
-def selections_of(pooled: Pooled) -> list[ImageSelection] | None:
-    if isinstance(pooled, torch.Tensor):
-        return getattr(pooled, SELECTION_ATTR, None)
-    found = [getattr(features, SELECTION_ATTR, None) for features in pooled]
-    return None if any(s is None for s in found) else found
+def selections_of(output: Any, placeholders_per_row: list[int]) -> list[ImageSelection] | None:
+    pooled = output.pooler_output
+    if not isinstance(pooled, torch.Tensor):
+        found = [getattr(features, SELECTION_ATTR, None) for features in pooled]
+        return None if any(s is None for s in found) else found
+    found = getattr(pooled, SELECTION_ATTR, None) or getattr(output, SELECTION_ATTR, None)
+    if found is None or len(found) == len(pooled):
+        return found
+    return expanded(found, len(pooled) // len(found), placeholders_per_row)
+
+
+def expanded(selections: list[ImageSelection], times: int, placeholders_per_row: list[int]) -> list[ImageSelection]:
+    """The selections in the order generate expanded their features: each sample's group, `times` times over.
+
+    The expanded input_ids repeat each sample's row `times` times, so every times-th row's placeholder count
+    says how many rows of selections belong to that sample.
+    """
+    out, start = [], 0
+    for count in placeholders_per_row[::times]:
+        group, rows = [], 0
+        while rows < count:
+            group.append(selections[start])
+            rows += selections[start].num_rows
+            start += 1
+        out += group * times
+    return out
 
 
 def kept_rows(pooled: Pooled, selections: list[ImageSelection]) -> Pooled:
@@ -172,7 +197,7 @@ class Installation:
             selections = self.adapter.merged_selections(modality, pooled, kept, made_rows.shape[1])
         else:
             selections = self.adapter.selections(modality, pooled, kept)
-        attach_selections(pooled, selections)
+        attach_selections(output, selections)
         return output
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
@@ -245,7 +270,7 @@ class Installation:
             return self._prefill_in_llm(original, inputs, cache, present)
         selections: dict[str, list[ImageSelection]] = {}
         for m in present:
-            found = selections_of(encoded[m.name].pooler_output)
+            found = selections_of(encoded[m.name], (input_ids == m.token_id).sum(dim=1).tolist())
             if found is None:
                 raise ValueError(f"mm_encoder_outputs[{m.name!r}] was not encoded by this pruned model; pass pixels")
             selections[m.name] = found

@@ -200,13 +200,19 @@ def test_unprune_restores_stock(one_video):
 
 
 @pytest.mark.parametrize(
-    "options", [{"num_beams": 2, "do_sample": False}, {"num_return_sequences": 2, "do_sample": True}]
+    "options",
+    [{"num_beams": 3, "do_sample": False}, {"num_beams": 2, "num_return_sequences": 2, "do_sample": False}],
 )
-def test_expanded_generation_is_refused_clearly(one_video, options):
-    """generate() re-stacks tensor features to expand them, losing the selection: refuse, never run unpruned."""
-    model = fastervlm.prune(tiny_video_llava(), method="fastervlm", ratio=0.9)
-    with pytest.raises(ValueError, match=r"num_return_sequences > 1 is not supported .*\(8 -> 16 views\)"):
-        model.generate(**one_video, max_new_tokens=2, **options)
+def test_beam_search_equals_hand_built_sequence(mixed, options):
+    """generate() re-stacks tensor features to expand them; the selection must follow, sample by sample."""
+    stock, model = tiny_video_llava(), tiny_video_llava()
+    kept = reference_kept(stock, mixed, 0.9)
+    short = short_inputs(stock, mixed, reference_rows(kept, "stock"), pad_id=stock.config.pad_token_id)
+    fastervlm.prune(model, method="fastervlm", ratio=0.9)
+    with torch.no_grad():
+        expected = stock.generate(**short, max_new_tokens=4, **options)
+        got = model.generate(**mixed, max_new_tokens=4, **options)
+    assert torch.equal(new_tokens(got, mixed), new_tokens(expected, short))
 
 
 def test_legacy_pixel_values_images_key(processor):
