@@ -339,3 +339,23 @@ def test_full_feature_strategy_is_refused(make_llava):
 def test_unpruned_model_has_no_report(tiny):
     with pytest.raises(ValueError, match="model is not pruned"):
         fastervlm.last_report(tiny)
+
+
+@pytest.mark.parametrize(("method", "layers"), [("fastervlm", 2), ("fastv", 4)])
+def test_interleaved_generations_keep_their_own_plans(make_llava, batch, method, layers):
+    """Two prefills, then decode steps on the first cache: each cache keeps the plan of its own prefill."""
+    model = fastervlm.prune(make_llava(text_layers=layers), method=method, ratio=0.9)
+    first = {k: v[:1] for k, v in batch.items()}
+    second = {k: v[1:] for k, v in batch.items()}
+
+    def step(prefill, inputs):
+        token = prefill.logits[:, -1:].argmax(-1)
+        mask = torch.cat([inputs["attention_mask"], torch.ones_like(token)], dim=1)
+        return model(input_ids=token, attention_mask=mask, past_key_values=prefill.past_key_values).logits
+
+    with torch.no_grad():
+        alone = step(model(**first, use_cache=True), first)
+        a = model(**first, use_cache=True)
+        model(**second, use_cache=True)
+        interleaved = step(a, first)
+    torch.testing.assert_close(interleaved, alone)

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
 from fastervlm.bench.archs import ARCHS, arch
 from fastervlm.bench.flops import CONVENTIONS, FlopsRow, flops
+from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
 from fastervlm.methods import METHODS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def comma_list(kind: type) -> callable:
@@ -48,6 +55,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     f.add_argument("--json", type=Path, help="write the rows as JSON")
     f.set_defaults(func=run_flops)
 
+    lat = kinds.add_parser("latency", help="measured prefill / decode / generate time and memory, interleaved")
+    lat.add_argument("--arch", default="llava-1.5-7b", choices=sorted(ARCHS))
+    lat.add_argument("--methods", type=comma_list(str), default=["none", "fastervlm", "fastv"])
+    lat.add_argument("--ratios", type=comma_list(float), default=[0.5, 0.75, 0.9, 0.95])
+    lat.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    lat.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    lat.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept (e.g. 0.125 on a CPU)")
+    lat.add_argument("--batch", type=int, default=1)
+    lat.add_argument("--new-tokens", type=int, default=16)
+    lat.add_argument("--repeats", type=int, default=5)
+    lat.add_argument("--warmup", type=int, default=1)
+    lat.add_argument("--scoring", action="store_true", help="also time the [CLS] score: one row vs all maps")
+    lat.add_argument("--json", type=Path, help="write the rows (and the hardware) as JSON")
+    lat.set_defaults(func=run_latency)
+
 
 def run_flops(args: argparse.Namespace) -> int:
     unknown = [m for m in args.methods if m != "none" and m not in METHODS]
@@ -63,6 +85,90 @@ def run_flops(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
         print(f"wrote {len(rows)} rows to {args.json}")
     return 0
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    unknown = [m for m in args.methods if m != "none" and m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from: none, {', '.join(sorted(METHODS))}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
+    dtype = DTYPES[args.dtype or ("bfloat16" if args.device == "cuda" else "float32")]
+    cells = [("none", 0.0)] if "none" in args.methods else []
+    cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
+    target = arch(args.arch)
+    options = {"device": args.device, "dtype": dtype, "scale": args.scale}
+    rows = latency(
+        target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options
+    )
+    Console().print(latency_table(rows))
+    scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
+    if scoring:
+        print(
+            f"[CLS] score: tower {scoring.tower_ms:.1f} ms; with the one-row probe {scoring.one_row_ms:.1f} ms; "
+            f"eager with every attention map {scoring.all_maps_ms:.1f} ms"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "environment": environment(args.device),
+            "rows": [r.as_dict() for r in rows],
+            "scoring": asdict(scoring) if scoring else None,
+        }
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
+def environment(device: str) -> dict:
+    """What the numbers were measured on: they mean little without it."""
+    import platform
+
+    import transformers
+
+    info = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def latency_table(rows: list[LatencyRow]) -> Table:
+    out = Table(title=f"measured latency, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, batch {rows[0].batch})")
+    for name in (
+        "method",
+        "ratio",
+        "visual tokens",
+        "prefill ms",
+        "IQR",
+        "decode tok/s",
+        "generate ms",
+        "peak MB",
+        "speed-up",
+        "ideal",
+    ):
+        out.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        out.add_row(
+            r.method,
+            f"{r.ratio:g}",
+            str(r.visual_tokens),
+            f"{r.prefill_ms:.1f}",
+            f"{r.prefill_iqr_ms:.1f}",
+            f"{r.decode_tok_s:.1f}",
+            f"{r.generate_ms:.0f}",
+            "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}",
+            f"{r.speedup_measured:.2f}x",
+            f"{r.speedup_ideal:.2f}x",
+        )
+    return out
 
 
 def table(rows: list[FlopsRow]) -> Table:

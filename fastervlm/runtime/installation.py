@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -110,8 +111,10 @@ class Installation:
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
         self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
-        self._plan: Compaction | None = None  # of the last pruned prefill, used by its decode steps
-        self._cache: object | None = None  # the KV cache that prefill filled
+        self._plan: Compaction | None = None  # of the last pruned prefill
+        # Each pruned prefill's KV cache -> the plans its decode steps need. Keyed by the cache, so several
+        # generations can interleave on one model; weak, so a finished generation's plans go with its cache.
+        self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, Compaction | None]] = weakref.WeakKeyDictionary()
         self._step_plan: Compaction | None = None  # of the current forward call, for its labels
 
     @classmethod
@@ -249,8 +252,9 @@ class Installation:
         visual = any(k.startswith("pixel_values") and v is not None for k, v in inputs.items()) or any(
             encoded.get(m.name) is not None for m in self.modalities
         )
-        if self._plan is not None and cache is not None and cache is self._cache and not visual:
-            return self._run(original, self._translate_step(inputs, cache), "decode")
+        if cache is not None and cache in self._plans and not visual:
+            plan, llm_plan = self._plans[cache]
+            return self._run(original, self._translate_step(inputs, cache, plan), "decode", plan=llm_plan)
         inputs = self.adapter.encode(self.adapter.base(self.model), inputs)
         encoded = inputs.get("mm_encoder_outputs") or {}
         input_ids = inputs.get("input_ids")
@@ -259,7 +263,7 @@ class Installation:
             raise ValueError("a pruned model needs input_ids (not inputs_embeds) to find the image tokens")
         present = [m for m in present if bool((input_ids == m.token_id).any())]
         if not present:
-            self._plan = self._cache = self._step_plan = None
+            self._plan = self._step_plan = None
             self.report = self._unpruned_report(inputs, "no image tokens in this batch; it ran unpruned")
             return original(**inputs)
         if cache is not None and cache.get_seq_length() > 0:
@@ -290,7 +294,7 @@ class Installation:
                 inputs["attention_mask"] = plan.mask.to(dtype)
         output = original(**inputs)
         self._plan, self._step_plan = plan, plan
-        self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
+        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, None)
         self.report = self._pruned_report(input_ids, plan, present, selections)
         return output
 
@@ -301,16 +305,27 @@ class Installation:
         input_ids = inputs["input_ids"]
         columns = torch.isin(input_ids, torch.tensor([m.token_id for m in present], device=input_ids.device))
         plan = Compaction.build(torch.ones_like(columns), inputs.get("attention_mask"))
-        output = self._run(original, inputs, "prefill", columns)
+        output = self._run(original, inputs, "prefill", columns=columns)
         self._plan, self._step_plan = plan, self.llm.plan  # logits cover the columns that reached the last layer
-        self._cache = cache if cache is not None else getattr(output, "past_key_values", None)
+        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, self.llm.plan)
         self.report = self._in_llm_report(columns, plan)
         return output
 
-    def _run(self, original: Callable[..., Any], inputs: dict[str, Any], phase: str, columns: Any = None) -> Any:
+    def _remember(self, cache: Any, plan: Compaction, llm_plan: Compaction | None) -> None:
+        if cache is not None:
+            self._plans[cache] = (plan, llm_plan)
+
+    def _run(
+        self,
+        original: Callable[..., Any],
+        inputs: dict[str, Any],
+        phase: str,
+        columns: torch.Tensor | None = None,
+        plan: Compaction | None = None,
+    ) -> Any:
         if self.llm is None:
             return original(**inputs)
-        self.llm.begin(phase, columns)
+        self.llm.begin(phase, columns=columns, plan=plan)
         try:
             return original(**inputs)
         finally:
@@ -335,8 +350,7 @@ class Installation:
             keep[placeholders] = rows
         return Compaction.build(keep, attention_mask)
 
-    def _translate_step(self, inputs: dict[str, Any], cache: Any) -> dict[str, Any]:
-        plan = self._plan
+    def _translate_step(self, inputs: dict[str, Any], cache: Any, plan: Compaction) -> dict[str, Any]:
         query = inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]
         new_tokens = cache.get_seq_length() + query.shape[1] - plan.mask.shape[1]
         mask = inputs.get("attention_mask")

@@ -64,10 +64,13 @@ class LlmStage:
     def removers(self) -> list[Callable[[], None]]:
         return [h.remove for h in self.handles]
 
-    def begin(self, phase: str | None, columns: torch.Tensor | None = None) -> None:
+    def begin(self, phase: str | None, columns: torch.Tensor | None = None, plan: Compaction | None = None) -> None:
+        """Arm for a prefill (its image columns) or a decode step (the layer-K plan of the prefill it continues)."""
         self.phase, self._step = phase, {}
         if phase == "prefill":
             self.columns, self.plan = columns, None
+        elif phase == "decode":
+            self.plan = plan
 
     # Captures.
 
