@@ -10,6 +10,7 @@ from fastervlm.tiny.llava import (
     tiny_processor,
     tiny_tokenizer,
 )
+from fastervlm.tiny.llava_next import tiny_llava_next, tiny_llava_next_config, tiny_llava_next_processor
 
 __all__ = [
     "IMAGE_SEQ_LENGTH",
@@ -18,6 +19,9 @@ __all__ = [
     "synthetic_images",
     "tiny_llava",
     "tiny_llava_config",
+    "tiny_llava_next",
+    "tiny_llava_next_config",
+    "tiny_llava_next_processor",
     "tiny_processor",
     "tiny_tokenizer",
 ]
