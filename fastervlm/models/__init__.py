@@ -8,8 +8,9 @@ from torch import nn
 
 from fastervlm.models.base import ModelAdapter
 from fastervlm.models.llava import LlavaAdapter
+from fastervlm.models.llava_next import LlavaNextAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter,)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter, LlavaNextAdapter)
 
 
 def adapter_class(model: nn.Module) -> type[ModelAdapter]:
