@@ -17,11 +17,16 @@ from fastervlm.models import adapter_for
 from fastervlm.tiny import synthetic_images
 from fastervlm.viz import kept_grid_figure
 
-RANDOM_NOTE = (
-    "NOTE: this is the embedded tiny LLaVA-1.5-shaped model with RANDOM weights (real 336 px / 14 px geometry, "
-    "576 visual tokens per image): generated text is meaningless and timings only show relative cost. "
-    "Pass --model llava-hf/llava-1.5-7b-hf or a local model directory for real answers."
-)
+
+def random_note(arch: str) -> str:
+    family = demo.ARCHS[arch]
+    return (
+        f"NOTE: this is the embedded tiny {family.name}-shaped model with RANDOM weights ({family.geometry}): "
+        "generated text is meaningless and timings only show relative cost. "
+        f"Pass --model {family.example} or a local model directory for real answers."
+    )
+
+
 DEMO_QUESTION = "What is shown in this image?"
 
 
@@ -55,9 +60,9 @@ def run_demo(args: argparse.Namespace) -> int:
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
-        print(RANDOM_NOTE)
+        print(random_note(args.arch))
     images = open_images(args.image) if args.image else synthetic_images(args.images)
-    model, processor = demo.load_llava(args.model, attn=args.attn, device=device)
+    model, processor = demo.load_llava(args.model, arch=args.arch, attn=args.attn, device=device)
     inputs = demo.batch(model, processor, images, DEMO_QUESTION)
     print(f"model: {args.model or 'tiny (random weights)'}; {len(images)} image(s); device {device}; attn {args.attn}")
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -68,7 +73,8 @@ def run_demo(args: argparse.Namespace) -> int:
     adapter = adapter_for(model)
     size = processor.image_processor.crop_size["height"]
     kept = {f"{demo.budget_label(r.config)} ({len(r.first_kept)} kept)": r.first_kept for r in runs[1:]}
-    path = kept_grid_figure(images[0], kept, adapter.patch_grid(model), args.out, size=size)
+    first_view = demo.ARCHS[args.arch].first_view(images[0], size)
+    path = kept_grid_figure(first_view, kept, adapter.patch_grid(model), args.out, size=size)
     print(f"kept patches of image 1 written to {path}")
     return 0
 
@@ -80,7 +86,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
     if args.model == demo.TINY:
-        print(RANDOM_NOTE)
+        print(random_note("llava-1.5"))
     images = open_images(args.image)
     model, processor = demo.load_llava(args.model, attn=args.attn, device=device)
     inputs = demo.batch(model, processor, images, args.prompt)
@@ -100,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = commands.add_parser("demo", help="time a model unpruned and pruned at several ratios; draw the kept patches")
     d.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
+    d.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
     d.add_argument("--ratios", type=ratio_list, default=[0.5, 0.75, 0.9, 0.95], help="comma-separated, e.g. 0.5,0.9")
     d.add_argument("--images", type=positive_int, default=2, help="synthetic images in the batch (without --image)")
     d.add_argument("--image", action="append", help="image file (repeatable); replaces the synthetic images")

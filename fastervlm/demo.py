@@ -15,32 +15,87 @@ from rich import box
 from rich.progress import Progress
 from rich.table import Table
 from torch import nn
-from transformers import AutoProcessor, BatchFeature, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import (
+    AutoProcessor,
+    BatchFeature,
+    LlavaForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
+    ProcessorMixin,
+)
 
 import fastervlm
 from fastervlm.methods import MethodConfig, method_name
 from fastervlm.models import adapter_for
 from fastervlm.report import Report
-from fastervlm.tiny import tiny_llava, tiny_processor
+from fastervlm.tiny import tiny_llava, tiny_llava_next, tiny_llava_next_processor, tiny_processor
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
 
 
-def load_llava(model: str | None, *, attn: str = "sdpa", device: str = "cpu") -> tuple[nn.Module, ProcessorMixin]:
-    """A LLaVA model and its processor, ready for batched generation.
+def same_view(image: Image.Image, size: int) -> Image.Image:
+    """LLaVA-1.5's only view is the centre crop, which the overlay itself cuts."""
+    return image
 
-    model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the embedded tiny model
-    with random weights (LLaVA-1.5 geometry, nothing downloaded).
+
+def squashed_view(image: Image.Image, size: int) -> Image.Image:
+    """LLaVA-NeXT's base view: the whole image resized to size x size, aspect ratio not kept (bicubic, as its
+    image processor does); the overlay's crop then leaves it as is."""
+    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A model family the CLI runs: its transformers class, its embedded tiny stand-in, the view it draws."""
+
+    name: str
+    model_class: type[nn.Module]
+    tiny_model: Callable[..., nn.Module]
+    tiny_processor: Callable[[], ProcessorMixin]
+    example: str  # a hub id with real weights
+    geometry: str  # the tiny model's visual tokens, for the random-weights note
+    first_view: Callable[[Image.Image, int], Image.Image]  # the image as the report's first view saw it
+
+
+ARCHS: dict[str, Arch] = {
+    "llava-1.5": Arch(
+        "LLaVA-1.5",
+        LlavaForConditionalGeneration,
+        tiny_llava,
+        tiny_processor,
+        "llava-hf/llava-1.5-7b-hf",
+        "real 336 px / 14 px geometry, 576 visual tokens per image",
+        same_view,
+    ),
+    "llava-next": Arch(
+        "LLaVA-NeXT",
+        LlavaNextForConditionalGeneration,
+        tiny_llava_next,
+        tiny_llava_next_processor,
+        "llava-hf/llava-v1.6-vicuna-7b-hf",
+        "real 336 px / 14 px geometry and anyres grid: a base view plus 2-4 crops, up to 2,928 visual tokens per image",
+        squashed_view,
+    ),
+}
+
+
+def load_llava(
+    model: str | None, *, arch: str = "llava-1.5", attn: str = "sdpa", device: str = "cpu"
+) -> tuple[nn.Module, ProcessorMixin]:
+    """A LLaVA-family model and its processor, ready for batched generation.
+
+    model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the arch's embedded tiny model
+    with random weights (real geometry, nothing downloaded). arch: a key of ARCHS.
     """
+    family = ARCHS[arch]
     if model is None or model == TINY:
-        llava, processor = tiny_llava(attn_implementation=attn), tiny_processor()
+        llava, processor = family.tiny_model(attn_implementation=attn), family.tiny_processor()
     else:
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
             # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
             raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
         processor = AutoProcessor.from_pretrained(model)
         # dtype="auto": the checkpoint's own dtype (fp16 for llava-hf); transformers 5 renamed torch_dtype.
-        llava = LlavaForConditionalGeneration.from_pretrained(model, dtype="auto", attn_implementation=attn)
+        llava = family.model_class.from_pretrained(model, dtype="auto", attn_implementation=attn)
     # generate() appends new tokens after the last column, so batched prompts must be padded on the left.
     processor.tokenizer.padding_side = "left"
     return llava.to(device).eval(), processor
@@ -68,7 +123,22 @@ def answers(model: nn.Module, processor: ProcessorMixin, inputs: BatchFeature, m
 
 def visual_tokens(model: nn.Module, inputs: BatchFeature) -> int:
     """Image placeholder tokens in the batch: what the unpruned model feeds its LLM."""
-    return sum(int((inputs["input_ids"] == m.token_id).sum()) for m in adapter_for(model).modalities(model))
+    return sum(placeholders_per_sample(model, inputs))
+
+
+def placeholders_per_sample(model: nn.Module, inputs: BatchFeature) -> list[int]:
+    ids = inputs["input_ids"]
+    return sum((ids == m.token_id).sum(dim=1) for m in adapter_for(model).modalities(model)).tolist()
+
+
+def visual_tokens_per_sample(model: nn.Module, inputs: BatchFeature, report: Report) -> list[int]:
+    """Visual tokens each sample fed the LLM: its input length less its text tokens.
+
+    Not the report's kept_per_sample, which counts kept patches only; LLaVA-NeXT also feeds newline tokens.
+    """
+    real = inputs["attention_mask"].sum(dim=1).tolist()
+    text = [r - p for r, p in zip(real, placeholders_per_sample(model, inputs), strict=True)]
+    return [n - t for n, t in zip(report.llm_input_lengths, text, strict=True)]
 
 
 def applied_report(model: nn.Module, visual_tokens_in: int) -> Report:
@@ -97,7 +167,7 @@ class Run:
 
     config: MethodConfig | None
     visual_tokens: int
-    kept_per_image: list[int]
+    kept_per_image: list[int]  # visual tokens each sample (one image in the demo) fed the LLM
     prefill_ms: float
     generate_ms: float
     first_kept: torch.Tensor | None  # first image's first view: kept patch indices, raster order
@@ -126,7 +196,6 @@ def measure(
     compares equal work rather than answers that happen to stop at different lengths.
     """
     visual_in = visual_tokens(model, inputs)
-    per_image = adapter_for(model).patches_per_view(model)
 
     def prefill() -> None:
         model(**inputs)
@@ -149,9 +218,10 @@ def measure(
         if config is not None:
             fastervlm.unprune(model)
     if report is None:
-        return Run(None, visual_in, [per_image] * len(inputs["input_ids"]), prefill_ms, generate_ms, None)
+        return Run(None, visual_in, placeholders_per_sample(model, inputs), prefill_ms, generate_ms, None)
     first = report.kept_indices[0][0]
-    return Run(config, report.visual_tokens_out, report.kept_per_sample, prefill_ms, generate_ms, first)
+    per_sample = visual_tokens_per_sample(model, inputs, report)
+    return Run(config, report.visual_tokens_out, per_sample, prefill_ms, generate_ms, first)
 
 
 def run_all(

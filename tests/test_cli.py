@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import fastervlm
-from fastervlm.cli import main
+from fastervlm.cli import DEMO_QUESTION, main
 from fastervlm.demo import llava_prompt
-from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
+from fastervlm.tiny import synthetic_images, tiny_llava, tiny_llava_next, tiny_llava_next_processor, tiny_processor
 from fastervlm.viz.overlay import DPI, PANEL_INCHES, TITLE_INCHES
 
 
@@ -56,6 +56,33 @@ def test_demo_without_model_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert f"written to {png}" in stdout
     with Image.open(png) as picture:  # the model's view plus one panel per ratio
         assert picture.size == (round(5 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def test_demo_runs_llava_next_on_its_tiny_model(tmp_path, capsys, monkeypatch):
+    """One 400 x 300 image: 1368 visual tokens stock (base + unpadded crops + newlines); the pruned row counts
+    every token the LLM got, newlines included, as the report of the same run says."""
+    monkeypatch.setenv("COLUMNS", "100")
+    png = tmp_path / "kept.png"
+    argv = ["demo", "--arch", "llava-next", "--ratios", "0.9", "--images", "1", "--repeats", "1"]
+    code = main([*argv, "--max-new-tokens", "2", "--out", str(png)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert stdout.splitlines()[0].startswith("NOTE: this is the embedded tiny LLaVA-NeXT-shaped model with RANDOM")
+    model = fastervlm.prune(tiny_llava_next(), method="fastervlm", ratio=0.9)
+    processor = tiny_llava_next_processor()
+    inputs = processor(images=synthetic_images(1), text=[llava_prompt(DEMO_QUESTION)], return_tensors="pt")
+    with torch.no_grad():
+        model(**inputs)
+    pruned = str(fastervlm.last_report(model).visual_tokens_out)
+    assert table_rows(stdout) == {"0": ["1368", "1368"], "0.9": [pruned, pruned]}
+    assert int(pruned) < 1368 and f"written to {png}" in stdout
+    with Image.open(png) as picture:  # the base view plus one panel
+        assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def test_unknown_arch_is_a_clean_error(capsys):
+    assert main(["demo", "--arch", "llava-2"]) == 2
+    assert "invalid choice: 'llava-2'" in capsys.readouterr().err
 
 
 def test_generate_loads_a_saved_model_directory(saved_tiny, image_file, capsys):

@@ -2,7 +2,7 @@
 
 Same towers and tokenizer as the tiny LLaVA-1.5, plus LLaVA-NeXT's anyres geometry: 336 px views of 14 px
 patches (576 per view), the real grid pinpoints, unpadding and newline tokens, so an image becomes a base view
-and 2-4 crops and ~1,700-2,900 placeholder tokens, as with the real checkpoints.
+and 2-4 crops and up to 2,928 placeholder tokens (1,368 for a 400 x 300 image), as with the real checkpoints.
 """
 
 from __future__ import annotations
