@@ -54,9 +54,9 @@ class Layout(NamedTuple):
 def layouts(pack: Callable[..., Any], features: list[torch.Tensor], image_sizes: Any, strategy: str) -> list[Layout]:
     """Run a packing function on index-valued features to learn its layout, rather than re-deriving it.
 
-    Unpadding and newline placement are the model's own business (and have changed between transformers
-    versions); packing a (views, patches, 1) tensor holding each patch's index, with a newline of -1, reads
-    them off exactly. float32 represents these indices (< 2**24) exactly.
+    Unpadding and newline placement are the model's own business; packing a (views, patches, 1) tensor holding
+    each patch's index, with a newline of -1, reads them off exactly, so a copy of the rules cannot drift from
+    the model's. float32 represents these indices (< 2**24) exactly.
     """
     dummies = [
         torch.arange(f.shape[0] * f.shape[1], dtype=torch.float32).view(f.shape[0], f.shape[1], 1) for f in features
