@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
     size = processor.image_processor.crop_size["height"]
     kept = {f"{demo.budget_label(r.config)} ({len(r.first_kept)} kept)": r.first_kept for r in runs[1:]}
     first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
-    path = kept_grid_figure(first, kept, adapter.patch_grid(model), args.out, size=size)
+    path = kept_grid_figure(family.first_view(first, size), kept, adapter.patch_grid(model), args.out, size=size)
     print(f"kept patches of {name} written to {path}")
     return 0
 

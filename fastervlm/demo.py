@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from rich import box
 from rich.progress import Progress
 from rich.table import Table
@@ -18,6 +19,7 @@ from transformers import (
     AutoProcessor,
     BatchFeature,
     LlavaForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
     PreTrainedModel,
     ProcessorMixin,
     VideoLlavaForConditionalGeneration,
@@ -31,6 +33,8 @@ from fastervlm.tiny import (
     synthetic_images,
     synthetic_video,
     tiny_llava,
+    tiny_llava_next,
+    tiny_llava_next_processor,
     tiny_processor,
     tiny_video_llava,
     tiny_video_llava_processor,
@@ -38,6 +42,17 @@ from fastervlm.tiny import (
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}  # processor keyword -> its placeholder in the prompt
+
+
+def same_view(image: Image.Image, size: int) -> Image.Image:
+    """LLaVA-1.5's only view (and Video-LLaVA's frame) is the centre crop, which the overlay itself cuts."""
+    return image
+
+
+def squashed_view(image: Image.Image, size: int) -> Image.Image:
+    """LLaVA-NeXT's base view: the whole image resized to size x size, aspect ratio not kept (bicubic, as its
+    image processor does); the overlay's crop then leaves it as is."""
+    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class Arch:
     synthetic: Callable[[int], list[Any]]  # n synthetic samples: images, or videos as lists of frames
     geometry: str  # the tiny model's shapes, for the random-weights note
     example: str  # a hub id with real weights
+    first_view: Callable[[Image.Image, int], Image.Image] = same_view  # the image as the report's first view saw it
 
 
 ARCHS = {
@@ -62,6 +78,17 @@ ARCHS = {
         synthetic_images,
         "LLaVA-1.5-shaped, real 336 px / 14 px geometry, 576 visual tokens per image",
         "llava-hf/llava-1.5-7b-hf",
+    ),
+    "llava-next": Arch(
+        LlavaNextForConditionalGeneration,
+        tiny_llava_next,
+        tiny_llava_next_processor,
+        "images",
+        synthetic_images,
+        "LLaVA-NeXT-shaped, real 336 px / 14 px geometry and anyres grid: a base view plus 2-4 crops, up to 2,928 "
+        "visual tokens per image",
+        "llava-hf/llava-v1.6-vicuna-7b-hf",
+        squashed_view,
     ),
     "video-llava": Arch(
         VideoLlavaForConditionalGeneration,

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import fastervlm
-from fastervlm.cli import main
+from fastervlm.cli import DEMO_QUESTIONS, main
 from fastervlm.demo import llava_prompt
-from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
+from fastervlm.tiny import synthetic_images, tiny_llava, tiny_llava_next, tiny_llava_next_processor, tiny_processor
 from fastervlm.viz.overlay import DPI, PANEL_INCHES, TITLE_INCHES
 
 
@@ -72,6 +72,28 @@ def test_demo_video_llava_runs_on_the_tiny_model(tmp_path, capsys, monkeypatch):
     assert table_rows(stdout) == {"0": ["2056", "2056"], "0.9": ["216", "216"]}
     assert f"kept patches of video 1, frame 1 written to {png}" in stdout
     with Image.open(png) as picture:  # the first frame as the model saw it, plus the one ratio's panel
+        assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def test_demo_runs_llava_next_on_its_tiny_model(tmp_path, capsys, monkeypatch):
+    """One 400 x 300 image: 1368 visual tokens stock (base + unpadded crops + newlines); the pruned row counts
+    every token the LLM got, newlines included, as the report of the same run says."""
+    monkeypatch.setenv("COLUMNS", "100")
+    png = tmp_path / "kept.png"
+    argv = ["demo", "--arch", "llava-next", "--ratios", "0.9", "--images", "1", "--repeats", "1"]
+    code = main([*argv, "--max-new-tokens", "2", "--out", str(png)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "RANDOM" in stdout.splitlines()[0] and "LLaVA-NeXT" in stdout.splitlines()[0]
+    model = fastervlm.prune(tiny_llava_next(), method="fastervlm", ratio=0.9)
+    processor = tiny_llava_next_processor()
+    inputs = processor(images=synthetic_images(1), text=[llava_prompt(DEMO_QUESTIONS["images"])], return_tensors="pt")
+    with torch.no_grad():
+        model(**inputs)
+    pruned = str(fastervlm.last_report(model).visual_tokens_out)
+    assert table_rows(stdout) == {"0": ["1368", "1368"], "0.9": [pruned, pruned]}
+    assert int(pruned) < 1368 and f"written to {png}" in stdout
+    with Image.open(png) as picture:  # the base view plus one panel
         assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
 
 

@@ -10,6 +10,7 @@ from fastervlm.tiny.llava import (
     tiny_processor,
     tiny_tokenizer,
 )
+from fastervlm.tiny.llava_next import tiny_llava_next, tiny_llava_next_config, tiny_llava_next_processor
 from fastervlm.tiny.video_llava import (
     NUM_FRAMES,
     synthetic_video,
@@ -27,6 +28,9 @@ __all__ = [
     "synthetic_video",
     "tiny_llava",
     "tiny_llava_config",
+    "tiny_llava_next",
+    "tiny_llava_next_config",
+    "tiny_llava_next_processor",
     "tiny_processor",
     "tiny_tokenizer",
     "tiny_video_llava",
