@@ -39,6 +39,6 @@ class FasterVLMConfig:
 
 def select(config: FasterVLMConfig, views: ViewSignals) -> torch.Tensor:
     """Kept patch indices per view, (views, k), ascending: the LLM was trained on raster order."""
-    scores = views.require_cls_attention("fastervlm")
+    scores = views.among_candidates(views.require_cls_attention("fastervlm"))
     k = config.budget.kept(views.num_patches)
     return scores.topk(k, dim=-1).indices.sort(dim=-1).values

@@ -12,10 +12,10 @@ from fastervlm.methods.signals import ViewSignals
 
 @dataclass(frozen=True)
 class RandomConfig:
-    """Keep k patches drawn uniformly without replacement.
+    """Keep k patches drawn uniformly without replacement: the top k of seeded uniform priorities.
 
-    seed fixes the subset: every view gets the same positions, so results do not depend on batching or on
-    the order of a dataset; average over several seeds to estimate the control's spread.
+    seed fixes the priorities: every view gets the same positions (among those its layout can carry), so results
+    do not depend on batching or on the order of a dataset; average over several seeds for the control's spread.
     """
 
     ratio: float | None = 0.9
@@ -34,6 +34,6 @@ class RandomConfig:
 
 def select(config: RandomConfig, views: ViewSignals) -> torch.Tensor:
     k = config.budget.kept(views.num_patches)
-    generator = torch.Generator().manual_seed(config.seed)
-    kept = torch.randperm(views.num_patches, generator=generator)[:k].sort().values
-    return kept.expand(views.num_views, k).clone()
+    priority = torch.rand(views.num_patches, generator=torch.Generator().manual_seed(config.seed))
+    priority = views.among_candidates(priority.expand(views.num_views, -1))
+    return priority.topk(k, dim=-1).indices.sort(dim=-1).values

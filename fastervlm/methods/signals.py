@@ -16,6 +16,8 @@ class ViewSignals:
     features ("vision_features"): (views, N, dim) the patches the projector would see.
     keys ("vision_keys"): (views, 1 + N, head_dim) keys at the scoring layer averaged over heads, [CLS] first.
     cls_features ("vision_cls_features"): (views, dim) the [CLS] token's hidden state at the feature layer.
+    candidates: (views, N) bool, the patches the model's layout can carry to the LLM (LLaVA-NeXT's unpadding cuts
+    some crop patches); None when all can. A method picks among them first, so a view keeps k that arrive.
     """
 
     num_patches: int
@@ -25,6 +27,13 @@ class ViewSignals:
     features: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     cls_features: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None
+
+    def among_candidates(self, priority: torch.Tensor) -> torch.Tensor:
+        """Priorities with the patches the layout would cut pushed below every candidate."""
+        if self.candidates is None:
+            return priority
+        return priority.float().masked_fill(~self.candidates.to(priority.device), float("-inf"))
 
     def require_cls_attention(self, method: str) -> torch.Tensor:
         return self.require("cls_attention", method)

@@ -95,6 +95,13 @@ class ModelAdapter:
     def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         raise NotImplementedError
 
+    def candidates(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """(views, N) bool: the patches this encode's layout can carry to the LLM; None when every patch can.
+
+        inputs: the encoder call's arguments by name. Called before the encoder runs.
+        """
+        return None
+
     def feature_rows(self, modality: str, kept: torch.Tensor, num_rows: int) -> torch.Tensor:
         """Projector-input rows to keep, (views, r), given kept patch indices (views, k).
 

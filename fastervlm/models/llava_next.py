@@ -5,9 +5,9 @@ scored by its own [CLS] row. Two layouts decide where the kept patches go:
 
 - mode="stock" (default): the model's own pipeline. Crops are stitched into one grid, unpadded (the rows or
   columns that only hold the processor's padding are cut) and every grid row ends in a newline token. Kept
-  patches keep their place in that layout. Selection is the view's top k over all its patches, as the
-  reference implementation does it (its index mask is unpadded along with the features), so a kept patch that
-  unpadding cuts never reaches the LLM; the report lists per view only the patches that do.
+  patches keep their place in that layout. A view picks its top k among the patches unpadding leaves it
+  (`candidates`), so k per view means k tokens in the LLM; the reference ranks all 576 and lets unpadding cut
+  some picks, which can leave a crop with none. The report lists per view the patches that reach the LLM.
   `newline` decides the newline tokens: "all" keeps every one (the reference and DESIGN.md), "row" only those
   ending a grid row that still holds a kept patch, "none" drops them all (even at ratio 0).
 - mode="paper": what the paper ran. The anyres grid is pinned to one 2 x 2 crop layout (672 x 672 for 336 px
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from transformers.image_processing_utils import select_best_resolution
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, image_size_to_num_patches
 
 from fastervlm.models.base import ImageSelection
 from fastervlm.models.llava import LlavaAdapter
@@ -95,6 +95,7 @@ class LlavaNextAdapter(LlavaAdapter):
     mode: str = "stock"
     newline: str | None = None
     _layouts: list[Layout] | None = field(default=None, init=False, repr=False)  # of the current encode
+    _stock_pack: Callable[..., Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode == "paper" and self.newline is not None:
@@ -115,6 +116,7 @@ class LlavaNextAdapter(LlavaAdapter):
             undos.append(wrap(base, "get_image_features", self._check_paper_views))
 
         spatial = functools.partial(spatial_pack, config)
+        self._stock_pack = base.pack_image_features
 
         def pack(
             original: Callable[..., Any],
@@ -134,6 +136,28 @@ class LlavaNextAdapter(LlavaAdapter):
 
         undos.append(wrap(base, "pack_image_features", pack))
         return undos
+
+    def candidates(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """Stock mode: the patches unpadding keeps, per view, so each view's k are k that reach the LLM.
+
+        The layout comes from the model's own packing run on index-valued features before the encoder runs;
+        the spatial merge of paper mode keeps every patch.
+        """
+        if self.mode == "paper":
+            return None
+        config = model.config
+        vision = config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        sizes = inputs["image_sizes"]
+        counts = [image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size) for size in sizes]
+        shapes = [torch.empty(views, patches, 0) for views in counts]
+        found = layouts(self._stock_pack, shapes, sizes, config.vision_feature_select_strategy)
+        masks = []
+        for layout in found:
+            mask = torch.zeros(layout.views * patches, dtype=torch.bool)
+            mask[layout.source[layout.source != NEWLINE]] = True
+            masks.append(mask.view(layout.views, patches))
+        return torch.cat(masks).to(inputs["pixel_values"].device)
 
     def _check_paper_views(
         self, original: Callable[..., Any], pixel_values: torch.Tensor, image_sizes: Any, *args: Any, **kwargs: Any

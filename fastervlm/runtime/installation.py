@@ -110,6 +110,7 @@ class Installation:
         self.llm: LlmStage | None = None  # for methods that prune inside the language model
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
+        self._candidates: torch.Tensor | None = None  # of the current encode, from the adapter
         self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
         self._plan: Compaction | None = None  # of the last pruned prefill
         # Each pruned prefill's KV cache -> the plans its decode steps need. Keyed by the cache, so several
@@ -179,6 +180,7 @@ class Installation:
                 f"({self.model.config.vision_feature_layer}); unprune and prune again to change it"
             )
         probe = self.probes.get(modality)
+        self._candidates = self.adapter.candidates(self.model, modality, named_arguments(original, args, kwargs))
         self._encoding, self._kept = modality, None
         if probe is not None:
             probe.arm()
@@ -221,6 +223,7 @@ class Installation:
             features=features if "vision_features" in self.method.needs else None,
             keys=probe.keys if probe is not None else None,
             cls_features=probe.cls_features if probe is not None else None,
+            candidates=self._candidates,
         )
         selected = self.method.select(self.config, signals)
         if isinstance(selected, Merged):

@@ -43,10 +43,21 @@ def eager_view_scores(
     return list(eager_cls_scores(model, real_views(inputs["pixel_values"], counts)).split(counts))
 
 
-def top_k(scores: list[torch.Tensor], ratio: float) -> list[list[torch.Tensor]]:
-    """Per image, per view: the top round((1 - ratio) * 576) patches of that view, ascending."""
+def top_k(scores: list[torch.Tensor], ratio: float, layouts: list[list[int]] | None = None) -> list[list[torch.Tensor]]:
+    """Per image, per view: the top round((1 - ratio) * 576) patches of that view, ascending.
+
+    With layouts, a view picks among the patches its layout carries first (unpadding cuts some crop patches),
+    so it keeps k that reach the LLM whenever it has k.
+    """
     k = kept_count(N, ratio)
-    return [list(s.topk(k, dim=-1).indices.sort(dim=-1).values) for s in scores]
+    out = []
+    for i, s in enumerate(scores):
+        if layouts is not None:
+            carried = torch.zeros(s.numel(), dtype=torch.bool)
+            carried[[source for source in layouts[i] if source != NEWLINE]] = True
+            s = s.masked_fill(~carried.view_as(s), float("-inf"))
+        out.append(list(s.topk(k, dim=-1).indices.sort(dim=-1).values))
+    return out
 
 
 def stock_layout(image_size: list[int], pinpoints: list[list[int]]) -> list[int]:

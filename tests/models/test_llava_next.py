@@ -80,8 +80,8 @@ def new_tokens(out: torch.Tensor, inputs: dict) -> torch.Tensor:
 def expected_stock(stock, reference, inputs, ratio: float, newline: str) -> tuple[dict, list[list[list[int]]]]:
     """Hand-built short batch for stock mode, and per image per view the patches that must reach the LLM."""
     scores, packed = reference["stock"]
-    kept = top_k(scores, ratio)
     layouts = [stock_layout(s.tolist(), GRID_PINPOINTS) for s in inputs["image_sizes"]]
+    kept = top_k(scores, ratio, layouts)
     rows = [kept_rows(layout, k, newline) for layout, k in zip(layouts, kept, strict=True)]
     short = short_inputs(stock, inputs, packed, rows)
     return short, [reached(layout, r, len(k)) for layout, r, k in zip(layouts, rows, kept, strict=True)]
@@ -196,8 +196,8 @@ def test_stock_newline_token_counts(processor, ratio, newline):
     newlines = {"all": 24, "row": len(rows), "none": 0}[newline]
     assert report.visual_tokens_in == 1368 and len(base) == kept_count(N, ratio)
     assert report.visual_tokens_out == report.kept_per_sample[0] + newlines
-    if ratio == 0.0:
-        assert [len(c) for c in crops] == [24 * 16, 24 * 16] and len(rows) == 24
+    carried = [24 * 16, 24 * 16]  # unpadding leaves 16 of each crop's 24 columns
+    assert [len(c) for c in crops] == [min(kept_count(N, ratio), n) for n in carried]
 
 
 @pytest.mark.parametrize("options", [{"newline": "row"}, {"mode": "paper"}])
