@@ -10,13 +10,26 @@ FLOPs formula of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    VideoLlavaConfig,
+    VideoLlavaForConditionalGeneration,
+)
 
-from fastervlm.tiny import synthetic_images, tiny_processor, tiny_tokenizer
+from fastervlm.models.llava_next import paper_processor
+from fastervlm.tiny import synthetic_images, synthetic_video, tiny_processor, tiny_tokenizer
+from fastervlm.tiny.llava_next import GRID_PINPOINTS, tiny_llava_next_processor
+from fastervlm.tiny.video_llava import tiny_video_llava_processor, tiny_video_llava_tokenizer
 
 TEXT_TOKENS = 64  # prompt tokens around the image in every sample (the paper's FLOPs count only visual ones)
 TWIN_WIDTH = 64
@@ -67,13 +80,22 @@ def widths(config: CLIPVisionConfig | LlamaConfig, hidden: int) -> dict[str, int
     return out
 
 
-def llava15(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
-    tokenizer = tiny_tokenizer()
+def special_ids(text: LlamaConfig, tokenizer: Any) -> None:
     text.pad_token_id, text.bos_token_id, text.eos_token_id = (
         tokenizer.pad_token_id,
         tokenizer.bos_token_id,
         tokenizer.eos_token_id,
     )
+
+
+def finish(model: nn.Module, text: LlamaConfig) -> nn.Module:
+    model.generation_config.update(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
+    return model.eval()
+
+
+def llava15(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
+    tokenizer = tiny_tokenizer()
+    special_ids(text, tokenizer)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -84,15 +106,64 @@ def llava15(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.update(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
-    return model
+    return finish(LlavaForConditionalGeneration(config), text)
+
+
+def llava_next(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
+    tokenizer = tiny_tokenizer()
+    special_ids(text, tokenizer)
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=GRID_PINPOINTS,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return finish(LlavaNextForConditionalGeneration(config), text)
+
+
+def video_llava(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
+    tokenizer = tiny_video_llava_tokenizer()
+    special_ids(text, tokenizer)
+    patches = (vision.image_size // vision.patch_size) ** 2
+    config = VideoLlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=patches,
+        video_seq_length=8 * (patches + 1),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return finish(VideoLlavaForConditionalGeneration(config), text)
+
+
+def prompt(placeholder: str) -> str:
+    return f"USER: {placeholder}\n" + "x" * (TEXT_TOKENS - 16) + " ASSISTANT:"
 
 
 def llava15_sample(batch: int) -> dict[str, torch.Tensor]:
-    text = "USER: <image>\n" + "x" * (TEXT_TOKENS - 16) + " ASSISTANT:"
     images = synthetic_images(1) * batch
-    return dict(tiny_processor()(images=images, text=[text] * batch, return_tensors="pt"))
+    return dict(tiny_processor()(images=images, text=[prompt("<image>")] * batch, return_tensors="pt"))
+
+
+def llava_next_sample(batch: int) -> dict[str, torch.Tensor]:
+    """The paper's setting: the grid pinned to 672 x 672, base + 4 crops = 2880 placeholders per image."""
+    processor = paper_processor(tiny_llava_next_processor())
+    images = synthetic_images(1) * batch
+    return dict(processor(images=images, text=[prompt("<image>")] * batch, return_tensors="pt"))
+
+
+def video_llava_sample(batch: int) -> dict[str, torch.Tensor]:
+    videos = [synthetic_video()] * batch
+    return dict(tiny_video_llava_processor()(videos=videos, text=[prompt("<video>")] * batch, return_tensors="pt"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +176,13 @@ class Arch:
     views: int  # vision-tower passes per sample: 1 image, 5 anyres views, 8 frames
     build: Callable[[CLIPVisionConfig, LlamaConfig, int], nn.Module]
     sample: Callable[[int], dict[str, torch.Tensor]]
+    # The paper's setting, passed to every prune(); "none" then runs that layout unpruned (fastervlm at ratio 0).
+    options: dict[str, str] = field(default_factory=dict)
+    tower: str = "vision_tower"  # the base model's attribute holding the tower the views go through
+
+    @property
+    def patches_per_view(self) -> int:
+        return (self.vision.image_size // self.vision.patch_size) ** 2
 
     def model(self, scale: float = 1.0, seed: int = 0) -> nn.Module:
         """Random weights, widths x scale, depth kept."""
@@ -139,9 +217,14 @@ def scaled(config: CLIPVisionConfig | LlamaConfig, scale: float) -> int:
     return max(size, round(config.hidden_size * scale / size) * size)
 
 
+PAPER = {"mode": "paper"}
 ARCHS: dict[str, Arch] = {
     "llava-1.5-7b": Arch("llava-1.5-7b", clip_vit_l(336), vicuna("7b"), 1, llava15, llava15_sample),
     "llava-1.5-13b": Arch("llava-1.5-13b", clip_vit_l(336), vicuna("13b"), 1, llava15, llava15_sample),
+    "llava-next-7b": Arch("llava-next-7b", clip_vit_l(336), vicuna("7b"), 5, llava_next, llava_next_sample, PAPER),
+    "video-llava-7b": Arch(
+        "video-llava-7b", clip_vit_l(224), vicuna("7b"), 8, video_llava, video_llava_sample, PAPER, "video_tower"
+    ),
 }
 
 

@@ -52,6 +52,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="counted",
         help="counted: every FLOP of the prefill; paper: LLM over visual tokens only, plus the vision tower",
     )
+    f.add_argument(
+        "--equal-budget",
+        action="store_true",
+        help="in-LLM methods (FastV) keep as many tokens as the per-view methods (the paper's tables)",
+    )
     f.add_argument("--json", type=Path, help="write the rows as JSON")
     f.set_defaults(func=run_flops)
 
@@ -78,7 +83,8 @@ def run_flops(args: argparse.Namespace) -> int:
     target = arch(args.arch)
     cells = [("none", 0.0)] if "none" in args.methods else []
     cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
-    rows = [flops(target, m, r, args.convention) for m, r in tqdm(cells, desc=f"FLOPs of {args.arch}", unit="cell")]
+    progress = tqdm(cells, desc=f"FLOPs of {args.arch}", unit="cell")
+    rows = [flops(target, m, r, args.convention, equal=args.equal_budget) for m, r in progress]
     Console().print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

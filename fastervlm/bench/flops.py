@@ -17,7 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fastervlm
 from fastervlm.bench.archs import ARCHS, Arch
+from fastervlm.budget import kept_count
 from fastervlm.methods import method_entry
+from fastervlm.models import adapter_for
 
 CONVENTIONS = ("counted", "paper")
 FP16_BYTES = 2
@@ -51,22 +53,45 @@ class FlopsRow:
         return asdict(self)
 
 
-def token_plan(arch: Arch, method: str, ratio: float) -> TokenPlan:
+def equal_budget(arch: Arch, ratio: float) -> int:
+    """Visual tokens a per-view method keeps per sample at `ratio`: the budget the paper gives FastV too."""
+    return arch.views * kept_count(arch.patches_per_view, ratio)
+
+
+def prune_for(arch: Arch, model: nn.Module, method: str, ratio: float, equal: bool = False) -> None:
+    """The arch's setting, pruned by `method`; "none" is that setting unpruned (nothing to do for stock layouts).
+
+    equal: an in-LLM method (FastV) keeps as many tokens per sample as the per-view methods keep in all views,
+    the paper's comparison (LLaVA-NeXT at 90 %: 5 x 58 = 290, where 10 % of 2880 would be 288).
+    """
+    if method != "none" and equal and method_entry(method).stage == "llm":
+        fastervlm.prune(model, method=method, tokens=equal_budget(arch, ratio), **arch.options)
+    elif method != "none":
+        fastervlm.prune(model, method=method, ratio=ratio, **arch.options)
+    elif arch.options:
+        fastervlm.prune(model, method="fastervlm", ratio=0.0, **arch.options)
+
+
+def token_plan(arch: Arch, method: str, ratio: float, equal: bool = False) -> TokenPlan:
     model, inputs = arch.twin(), arch.sample(1)
-    text = int((inputs["input_ids"] != model.config.image_token_id).sum())
-    if method != "none":
-        fastervlm.prune(model, method=method, ratio=ratio)
+    tokens = [m.token_id for m in adapter_for(model).modalities(model)]
+    visual_in = int(torch.isin(inputs["input_ids"], torch.tensor(tokens)).sum())
+    text = int(inputs["input_ids"].numel()) - visual_in
+    prune_for(arch, model, method, ratio, equal)
     with torch.no_grad():
         model(**inputs)
     layers = model.config.text_config.num_hidden_layers
-    if method == "none":
-        visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
-        return TokenPlan([text + visual] * layers, [visual] * layers, visual)
+    if method == "none" and not arch.options:
+        return TokenPlan([text + visual_in] * layers, [visual_in] * layers, visual_in)
     report = fastervlm.last_report(model)
     if not report.applied:
         raise RuntimeError(f"{method} did not prune the twin of {arch.name}: {report.note}")
     lengths = report.seq_len_per_layer[0]
-    projected = report.visual_tokens_in if method_entry(method).stage == "llm" else report.visual_tokens_out
+    projected = (
+        report.visual_tokens_in
+        if method != "none" and method_entry(method).stage == "llm"
+        else report.visual_tokens_out
+    )
     return TokenPlan(lengths, [n - text for n in lengths], projected)
 
 
@@ -76,7 +101,8 @@ def full_size(name: str, scale: float = 1.0) -> tuple[nn.Module, nn.Module, nn.M
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = ARCHS[name].model(scale)
         model.set_attn_implementation("eager")
-    return model.model.vision_tower, model.model.multi_modal_projector, model.model.language_model, model.lm_head
+    base = model.model
+    return getattr(base, ARCHS[name].tower), base.multi_modal_projector, base.language_model, model.lm_head
 
 
 def counted(run: callable) -> float:
@@ -104,10 +130,12 @@ def paper_llm_flops(text_config, visual: list[int]) -> float:
     return sum(8 * n * d * d + 4 * n * n * d + 6 * n * d * m for n in visual) / 1e12
 
 
-def flops(arch: Arch, method: str, ratio: float, convention: str = "counted", scale: float = 1.0) -> FlopsRow:
+def flops(
+    arch: Arch, method: str, ratio: float, convention: str = "counted", scale: float = 1.0, equal: bool = False
+) -> FlopsRow:
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
-    plan = token_plan(arch, method, ratio)
+    plan = token_plan(arch, method, ratio, equal)
     tower, projector, language_model, lm_head = full_size(arch.name, scale)
     size = arch.vision.image_size
     with FakeTensorMode(allow_non_fake_inputs=True):

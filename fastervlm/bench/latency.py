@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import fastervlm
 from fastervlm.bench.archs import Arch
-from fastervlm.bench.flops import flops
+from fastervlm.bench.flops import flops, prune_for
 from fastervlm.runtime.probe import ClsRowProbe
 
 
@@ -91,8 +91,7 @@ def latency(
     with torch.no_grad():
         for r in rounds:
             for i, (method, ratio) in enumerate(cells):
-                if method != "none":
-                    fastervlm.prune(model, method=method, ratio=ratio)
+                prune_for(arch, model, method, ratio)
                 try:
                     if target.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(target)
@@ -106,7 +105,7 @@ def latency(
                     peak[i] = torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None
                     visual[i] = deepest_visual(model, inputs, method)
                 finally:
-                    if method != "none":
+                    if hasattr(model, fastervlm.api.ATTR):
                         fastervlm.unprune(model)
     ideal = {cell: flops(arch, cell[0], cell[1], "counted", scale).flops_t for cell in cells}
     base_ms = statistics.median(prefill[0])
@@ -153,11 +152,12 @@ def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], Non
 def deepest_visual(model: nn.Module, inputs: dict, method: str) -> int:
     """Visual tokens of the first sample that reach the last layer."""
     total = int(inputs["attention_mask"][0].sum())
-    image = int((inputs["input_ids"][0] == model.config.image_token_id).sum())
-    if method == "none":
-        return image
+    tokens = torch.tensor([m.token_id for m in fastervlm.models.adapter_for(model).modalities(model)])
+    visual = int(torch.isin(inputs["input_ids"][0], tokens.to(inputs["input_ids"].device)).sum())
+    if not hasattr(model, fastervlm.api.ATTR):
+        return visual
     report = fastervlm.last_report(model)
-    return report.seq_len_per_layer[0][-1] - (total - image)
+    return report.seq_len_per_layer[0][-1] - (total - visual)
 
 
 @dataclass
@@ -179,10 +179,12 @@ def scoring_cost(
 ) -> ScoringCost:
     target = torch.device(device)
     model = arch.model(scale).to(target, dtype)
-    tower = model.model.vision_tower
-    pixels = arch.sample(1)["pixel_values"].to(target, dtype)
-    adapter = fastervlm.models.adapter_for(model)
-    probe = ClsRowProbe(adapter.vision_attention(model, "image", None))
+    tower = getattr(model.model, arch.tower)
+    sample = arch.sample(1)
+    pixels = sample.get("pixel_values", sample.get("pixel_values_videos")).to(target, dtype)
+    pixels = pixels.flatten(0, pixels.dim() - 4)  # views (crops or frames) as a batch
+    adapter = fastervlm.models.adapter_for(model, **arch.options)
+    probe = ClsRowProbe(adapter.vision_attention(model, "video" if arch.tower == "video_tower" else "image", None))
 
     def run(step: Callable[[], object]) -> tuple[float, float | None]:
         times, peak = [], None

@@ -9,6 +9,7 @@ import pytest
 from fastervlm.bench.archs import arch
 from fastervlm.bench.flops import flops, token_plan
 from fastervlm.cli import main
+from fastervlm.data import paper_table
 
 D, M, L = 4096, 11008, 32  # Vicuna-7B
 
@@ -62,3 +63,25 @@ def test_cli_writes_json(tmp_path):
 def test_cli_rejects_unknown_method(capsys):
     assert main(["bench", "flops", "--methods", "none,zip"]) == 2
     assert "unknown method(s) ['zip']" in capsys.readouterr().err
+
+
+PAPER_NAMES = {"none": "LLaVA-NeXT-7B", "fastervlm": "FasterVLM (sdpa)", "fastv": "FastV"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fastervlm", "fastv"])
+def test_reproduces_the_papers_flops_column_for_llava_next(method):
+    """The paper's efficiency table (carried as fastervlm/data/paper): within 0.05 T at every ratio, and KV MB."""
+    table = paper_table("fastervlm_efficiency_llava_next_7b")
+    rows = {(r["method"], int(r["reduction_pct"])): r for r in table}
+    next7b = arch("llava-next-7b")
+    unpruned = flops(next7b, "none", 0.0, "paper")
+    assert (
+        unpruned.visual_tokens == 2880 and abs(unpruned.flops_t - float(rows[("LLaVA-NeXT-7B", 0)]["flops_t"])) < 0.05
+    )
+    for pct in (25, 50, 75, 90, 95):
+        row = flops(next7b, method, pct / 100, "paper", equal=True)
+        paper = rows[(PAPER_NAMES[method], pct)]
+        assert row.visual_tokens == int(paper["visual_tokens"])
+        assert abs(row.flops_t - float(paper["flops_t"])) < 0.05, (pct, row.flops_t, paper["flops_t"])
+        assert row.kv_visual_mb == pytest.approx(float(paper["kv_storage_mb"]), rel=0.01)
