@@ -160,7 +160,7 @@ def latency_table(rows: list[LatencyRow]) -> Table:
         "speed-up",
         "ideal",
     ):
-        out.add_column(name, justify="left" if name == "method" else "right")
+        out.add_column(name, justify="left" if name == "method" else "right", no_wrap=name == "method")
     for r in rows:
         out.add_row(
             r.method,
@@ -181,7 +181,7 @@ def table(rows: list[FlopsRow]) -> Table:
     base = rows[0].flops_t if rows and rows[0].method == "none" else None
     out = Table(title=f"prefill FLOPs ({rows[0].convention} convention), {rows[0].arch}" if rows else "FLOPs")
     for name in ("method", "ratio", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none"):
-        out.add_column(name, justify="left" if name == "method" else "right")
+        out.add_column(name, justify="left" if name == "method" else "right", no_wrap=name == "method")
     for r in rows:
         out.add_row(
             r.method,
