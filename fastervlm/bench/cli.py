@@ -17,6 +17,7 @@ from tqdm import tqdm
 from fastervlm.bench.archs import ARCHS, arch
 from fastervlm.bench.flops import CONVENTIONS, FlopsRow, flops
 from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
+from fastervlm.bench.plot import ratio_plot
 from fastervlm.methods import METHODS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="in-LLM methods (FastV) keep as many tokens as the per-view methods (the paper's tables)",
     )
     f.add_argument("--json", type=Path, help="write the rows as JSON")
+    f.add_argument("--plot", type=Path, help="write a PNG of TFLOPs and visual KV cache against the ratio")
     f.set_defaults(func=run_flops)
 
     lat = kinds.add_parser("latency", help="measured prefill / decode / generate time and memory, interleaved")
@@ -73,6 +75,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--warmup", type=int, default=1)
     lat.add_argument("--scoring", action="store_true", help="also time the [CLS] score: one row vs all maps")
     lat.add_argument("--json", type=Path, help="write the rows (and the hardware) as JSON")
+    lat.add_argument("--plot", type=Path, help="write a PNG of measured and ideal speed-up against the ratio")
     lat.set_defaults(func=run_latency)
 
 
@@ -90,6 +93,9 @@ def run_flops(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
         print(f"wrote {len(rows)} rows to {args.json}")
+    if args.plot:
+        series = [("flops_t", f"prefill TFLOPs ({args.convention})"), ("kv_visual_mb", "visual KV cache, MB (fp16)")]
+        print(f"plot written to {ratio_plot([r.as_dict() for r in rows], series, f'{args.arch}', args.plot)}")
     return 0
 
 
@@ -123,6 +129,10 @@ def run_latency(args: argparse.Namespace) -> int:
         }
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
         print(f"wrote {len(rows)} rows to {args.json}")
+    if args.plot:
+        series = [("speedup_measured", "measured prefill speed-up"), ("speedup_ideal", "ideal speed-up (FLOPs)")]
+        title = f"{rows[0].arch} on {args.device}"
+        print(f"plot written to {ratio_plot([r.as_dict() for r in rows], series, title, args.plot)}")
     return 0
 
 

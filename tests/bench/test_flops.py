@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from fastervlm.bench.archs import arch
 from fastervlm.bench.flops import flops, token_plan
@@ -51,9 +52,12 @@ def test_counted_llm_equals_the_formula_over_every_token(llava7b):
     assert row.lm_head_t == pytest.approx(2 * D * 32064 / 1e12)
 
 
-def test_cli_writes_json(tmp_path):
-    path = tmp_path / "flops.json"
-    code = main(["bench", "flops", "--methods", "none,fastervlm", "--ratios", "0.9", "--json", str(path)])
+def test_cli_writes_json_and_plot(tmp_path):
+    path, png = tmp_path / "flops.json", tmp_path / "flops.png"
+    argv = ["bench", "flops", "--methods", "none,fastervlm", "--ratios", "0.9", "--json", str(path), "--plot", str(png)]
+    code = main(argv)
+    with Image.open(png) as picture:  # two panels: TFLOPs and visual KV cache
+        assert picture.size == ((11 * 120), (4 * 120))
     rows = json.loads(path.read_text())
     assert code == 0 and [(r["method"], r["visual_tokens"]) for r in rows] == [("none", 576), ("fastervlm", 58)]
     assert {"arch", "method", "ratio", "visual_tokens", "flops_t", "kv_visual_mb"} <= set(rows[0])
