@@ -103,6 +103,8 @@ class Compaction:
 
     def place(self, compact: torch.Tensor, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Write each sample's made tokens (r_b, dim) into its made slots of a compacted (batch, L', dim) tensor."""
+        if not bool(self.made_slots.any()):
+            return compact
         out = compact.clone()
         for b, made in enumerate(tokens):
             slots = self.made_slots[b].nonzero().squeeze(1)

@@ -206,3 +206,13 @@ def test_ragged_batch_matches_hand_built_layer_loop(make_llava, ragged_batch):
     assert [len(k) for k in expected_kept] == [115, 58]
     assert report.kept_per_sample == [115, 58]
     assert torch.equal(out[:, ragged_batch["input_ids"].shape[1] :], expected)
+
+
+def test_forward_without_positions_scores_every_sample(make_llava, batch):
+    """forward() leaves position_ids to the model, whose rotary tables then have batch 1: every row must still score."""
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="fastv", ratio=0.9)
+    twice = {key: value[[0, 0]] for key, value in batch.items()}
+    with torch.no_grad():
+        model(**twice)
+    first, second = (views[0].tolist() for views in fastervlm.last_report(model).kept_indices)
+    assert first == second and first != list(range(58))
