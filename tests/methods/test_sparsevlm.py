@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import fastervlm
+from fastervlm.methods.signals import LlmSignals
+from fastervlm.methods.sparsevlm import SparseVLMConfig, select
 from tests.reference import merged_embeddings, run_layers
 
 LAYERS = 17  # pruning layers 2, 6, 15 each need a later layer
@@ -64,7 +66,7 @@ def stage_decision(weights, items, visual, rater_items, count, states, recycle=0
 def sparsevlm_reference(model, inputs, steps, schedule=None, rank_rule=None, layers=(2, 6, 15)):
     """Greedy tokens, per-step logits, kept image indices and per-stage lengths of each sample, no KV cache.
 
-    schedule: kept counts per stage (v1.5); rank_rule: (scale, bias) for v1.
+    schedule: kept counts per stage (v1.5), or one such tuple per sample; rank_rule: (scale, bias) for v1.
     """
     lm = model.model.language_model
     embeds_all = merged_embeddings(model, inputs)
@@ -88,7 +90,8 @@ def sparsevlm_reference(model, inputs, steps, schedule=None, rank_rule=None, lay
                     ones = torch.ones(1, len(items), dtype=torch.bool)
                     hidden, weights = run_layers(lm, hidden, positions, ones, range(start, layer + 1), layer)
                     if len(decisions) == s:
-                        count = rank_rule if schedule is None else schedule[s]
+                        per_sample = schedule if schedule is None or isinstance(schedule[0], int) else schedule[b]
+                        count = rank_rule if per_sample is None else per_sample[s]
                         decisions.append(stage_decision(weights, items, visual, rater_items, count, hidden[0]))
                     kept, groups = decisions[s]
                     last_visual = max(i for i, item in enumerate(items) if item in visual)
@@ -148,3 +151,153 @@ def test_generate_matches_hand_built_layer_loop(make_llava, batch, options, rule
     model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", **options)
     report = assert_matches_reference(model, batch, expected)
     assert report.visual_tokens_out < report.visual_tokens_in and report.merged_tokens > 0
+
+
+def test_ragged_batch_matches_hand_built_layer_loop(make_llava, ragged_batch):
+    """Two images pool into one sample's visual tokens (a schedule for 1152); recycled tokens follow the last one."""
+    reference_model = make_llava(attn_implementation="eager", text_layers=LAYERS)
+    schedules = [(604, 265, 109), (302, 132, 54)]
+    expected = sparsevlm_reference(reference_model, ragged_batch, steps=5, schedule=schedules)
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", ratio=0.75)
+    report = assert_matches_reference(model, ragged_batch, expected)
+    assert [len(views) for views in report.kept_indices] == [2, 1]
+
+
+def test_report_and_cache_show_the_schedule(make_llava, batch):
+    """Default budget (192 of 576): 300 + 9 recycled, 200 + 4, 110 + 3 visual tokens after layers 2, 6, 15."""
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm")
+    with torch.no_grad():
+        out = model(**batch, use_cache=True)
+    report = fastervlm.last_report(model)
+    real = batch["attention_mask"].sum(dim=1).tolist()
+    visual = [576] * 3 + [309] * 4 + [204] * 9 + [113]
+    assert report.seq_len_per_layer == [[n - 576 + v for v in visual] for n in real]
+    assert report.visual_tokens_in == 1152 and report.visual_tokens_out == 226
+    assert report.merged_tokens == 226 - sum(report.kept_per_sample)
+    full = batch["input_ids"].shape[1]
+    assert [layer.keys.shape[-2] for layer in out.past_key_values.layers] == [full - 576 + v for v in visual]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_ratio_zero_reproduces_stock(make_llava, batch, attn):
+    stock = make_llava(attn_implementation=attn, text_layers=LAYERS)
+    model = fastervlm.prune(make_llava(attn_implementation=attn, text_layers=LAYERS), method="sparsevlm", ratio=0.0)
+    with torch.no_grad():
+        expected = stock.generate(**batch, max_new_tokens=6, do_sample=False)
+        got = model.generate(**batch, max_new_tokens=6, do_sample=False)
+        torch.testing.assert_close(model(**batch).logits, stock(**batch).logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got, expected)
+    assert fastervlm.last_report(model).merged_tokens == 0
+
+
+def test_ratio_one_leaves_no_visual_token_after_the_first_stage(make_llava, batch):
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", ratio=1.0)
+    with torch.no_grad():
+        model.generate(**batch, max_new_tokens=2, do_sample=False)
+    report = fastervlm.last_report(model)
+    assert report.visual_tokens_out == 0
+    assert [layers[3] for layers in report.seq_len_per_layer] == [n - 576 for n in batch["attention_mask"].sum(1)]
+
+
+def test_sdpa_language_model_never_runs_eager(make_llava, batch, monkeypatch):
+    import transformers.models.llama.modeling_llama as llama
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the eager attention kernel ran")
+
+    monkeypatch.setattr(llama, "eager_attention_forward", refuse)
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", tokens=64)
+    with torch.no_grad():
+        model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert fastervlm.last_report(model).visual_tokens_out == 2 * (17 + 1)  # 17 kept + 1 recycled
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"tokens": 192}, (300, 200, 110)),
+        ({"tokens": 128}, (303, 110, 36)),
+        ({"tokens": 64}, (66, 30, 17)),
+        ({"ratio": 0.0}, (576, 576, 576)),
+        ({"ratio": 0.25}, (472, 435, 401)),
+        ({"ratio": 0.5}, (369, 294, 226)),
+        ({"ratio": 0.75}, (302, 132, 54)),
+        ({"ratio": 0.9}, (60, 27, 15)),
+        ({"ratio": 0.95}, (30, 14, 8)),
+        ({"ratio": 1.0}, (0, 0, 0)),
+        ({"schedule": (400, 100, 10)}, (400, 100, 10)),
+    ],
+)
+def test_budget_maps_to_a_schedule(options, expected):
+    """The documented table: the reference schedules at 64/128/192 of 576, linear in between, scaled with n."""
+    config = SparseVLMConfig(**options)
+    assert config.stage_counts(576) == expected
+    doubled = config.stage_counts(1152)
+    if "ratio" in options:  # twice the image tokens, twice the counts (up to rounding)
+        assert all(abs(d - 2 * e) <= 1 for d, e in zip(doubled, expected, strict=True))
+
+
+def test_default_budget_is_the_references_192_schedule():
+    assert SparseVLMConfig().stage_counts(576) == (300, 200, 110)
+    assert SparseVLMConfig().stage_counts(1152) == (600, 400, 220)
+
+
+def signals(attention: torch.Tensor, stage: int = 0) -> LlmSignals:
+    """One sample whose input embeddings are all zero, so every text row is a rater (equal relevance)."""
+    queries, visual = attention.shape
+    states = torch.arange(visual * 2, dtype=torch.float).view(visual, 2)
+    return LlmSignals(
+        stage=stage,
+        query_attention=[attention],
+        visual_states=[states],
+        image_embeds=[torch.zeros(576, 4)],
+        query_embeds=[torch.zeros(queries, 4)],
+    )
+
+
+def test_v1_keeps_everything_when_the_rater_matrix_has_full_column_rank():
+    chosen = select(SparseVLMConfig(version="1", scale=0.5), signals(torch.eye(3)))[0]
+    assert chosen.kept.tolist() == [0, 1, 2] and chosen.tokens.shape == (0, 2)
+
+
+def test_v1_counts_rank_times_scale_plus_bias_and_recycles_the_best_pruned():
+    attention = torch.tensor([[0.5, 0.1, 0.2, 0.0, 0.3], [0.5, 0.1, 0.2, 0.0, 0.3], [0.1, 0.6, 0.0, 0.2, 0.0]])
+    chosen = select(SparseVLMConfig(version="1", scale=1.0, bias=0.5), signals(attention))[0]  # rank 2 -> keep 2
+    assert chosen.kept.tolist() == [0, 1]
+    assert chosen.tokens.tolist() == [[8.0, 9.0]]  # one candidate (int(3 x 0.3) + 1): token 4, scored 0.2
+
+
+def test_recycle_zero_makes_no_tokens():
+    attention = torch.rand(2, 576)
+    chosen = select(SparseVLMConfig(tokens=64, recycle=0.0), signals(attention))[0]
+    assert len(chosen.kept) == 66 and chosen.tokens.shape == (0, 2)
+
+
+def test_raters_are_the_text_rows_more_relevant_than_average():
+    from fastervlm.methods.sparsevlm import raters
+
+    image = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    text = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    assert raters(image, text).tolist() == [0]
+    assert raters(image, torch.zeros(3, 2)).tolist() == [0, 1, 2]  # none above the mean: every text row rates
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"version": "2"}, "version must be one of 1.5, 1"),
+        ({"layers": (6, 2, 15)}, "layers must be ascending ints >= 0"),
+        ({"layers": (2, 6, 16)}, "layers must be in \\[0, 15\\] for this 17-layer language model"),
+        ({"layers": (2, 6)}, "the reference schedules have 3 stages"),
+        ({"schedule": (300, 200)}, "schedule must hold one int >= 0 per pruning layer"),
+        ({"ratio": 0.5, "tokens": 64}, "give at most one of ratio, tokens, schedule"),
+        ({"ratio": 1.5}, "ratio must be a number in \\[0, 1\\]"),
+        ({"version": "1"}, "version='1' sets each stage's count .* give scale"),
+        ({"version": "1", "scale": 2.0, "ratio": 0.5}, "version='1' .* not ratio"),
+        ({"scale": 2.0}, "scale and bias apply to version='1' only"),
+        ({"recycle": 1.5}, "recycle must be a number in \\[0, 1\\]"),
+    ],
+)
+def test_bad_options(make_llava, options, match):
+    with pytest.raises(ValueError, match=match):
+        fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", **options)
