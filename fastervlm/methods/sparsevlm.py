@@ -9,14 +9,12 @@ of the text after the first image:
   so layers <= l see the stage's input and layers > l the shorter sequence; positions are contiguous;
 - k: v1.5 takes the stage's entry of the schedule below; v1 takes int(rank(R) x scale + bias), R the
   (raters x visual) attention, and keeps every token when R has full column rank;
-- recycling: of the tokens a stage prunes, the top `recycle` fraction by score (int(p x 0.3) + 1) is clustered
-  by DPC-kNN (density peaks, k = clusters nearest neighbours) into int(m / 10) + 1 clusters, in the hidden
-  states of layer l's output; each cluster's mean becomes a new visual token, inserted right after the sample's
-  last visual token, centres in descending DPC score; later stages score and prune them like any visual token.
+- recycling (methods/recycling.py): the best-scored of the pruned tokens, merged in layer l's output states into
+  a few new visual tokens, inserted right after the sample's last visual token; later stages score and prune
+  them like any visual token.
 Choices where the reference is silent or random: k is capped at the visual count (the reference caps at count
-- 1, which recycles one token unpruned, so ratio 0 could not be the stock model); a stage that keeps none
-recycles none (ratio 1 removes every visual token); clustering runs in fp32 without the reference's 1e-6 random
-jitter on densities and with exact means (it adds 1e-6 to each count); multi-image samples pool their images.
+- 1 and recycles the one token it then drops, reordering it, so ratio 0 could not be the stock model); a stage
+that keeps none recycles none (ratio 1 removes every visual token); samples with several images pool them.
 
 Schedule for a budget of T tokens out of a sample's n: the reference's schedules for 64 / 128 / 192 of 576,
 plus (0, 0, 0) for 0 and (n, n, n) for n, as fractions of n, interpolated linearly in T / n and rounded, so
@@ -32,12 +30,12 @@ from dataclasses import dataclass
 import torch
 
 from fastervlm.budget import Budget
+from fastervlm.methods.recycling import recycled
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 
 VERSIONS = ("1.5", "1")
 REFERENCE_PATCHES = 576
 ANCHORS = {0: (0, 0, 0), 64: (66, 30, 17), 128: (303, 110, 36), 192: (300, 200, 110), 576: (576, 576, 576)}
-CANDIDATES_PER_CLUSTER = 10  # the reference makes int(m / 10) + 1 recycled tokens from m candidates
 DEFAULT_RATIO = 1 - 192 / REFERENCE_PATCHES  # the reference's default schedule, 192 of 576 tokens
 
 
@@ -160,35 +158,3 @@ def raters(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     relevance = torch.softmax(image.float() @ text.float().T, dim=-1).mean(dim=0)
     chosen = (relevance > relevance.mean()).nonzero().squeeze(1)
     return chosen if chosen.numel() else torch.arange(text.shape[0], device=text.device)
-
-
-def recycled(scores: torch.Tensor, states: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The top `fraction` of pruned tokens by score, merged into one token per ~10 of them."""
-    if fraction == 0 or scores.numel() == 0:
-        return states[:0]
-    count = min(int(scores.numel() * fraction) + 1, scores.numel())
-    candidates = states[scores.topk(count).indices]
-    return density_peak_merge(candidates, count // CANDIDATES_PER_CLUSTER + 1)
-
-
-def density_peak_merge(tokens: torch.Tensor, clusters: int) -> torch.Tensor:
-    """DPC-kNN (TCFormer): centres are dense tokens far from any denser one; every token joins its nearest centre.
-
-    Returns (clusters, dim) cluster means, centres in descending density x distance order. Equal densities are
-    common (with k = 2, mutual nearest neighbours tie): the reference breaks them with 1e-6 random noise, here
-    the earlier candidate (the higher-scored one) counts as denser, one of the outcomes the noise picks.
-    """
-    x = tokens.float()
-    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist") / math.sqrt(x.shape[-1])
-    nearest = distance.topk(clusters, dim=-1, largest=False).values
-    density = torch.exp(-(nearest**2).mean(dim=-1))
-    order = torch.arange(x.shape[0], device=x.device)
-    tied_earlier = (density.unsqueeze(0) == density.unsqueeze(1)) & (order.unsqueeze(0) < order.unsqueeze(1))
-    denser = (density.unsqueeze(0) > density.unsqueeze(1)) | tied_earlier  # [i, j]: j is denser than i
-    parent = torch.where(denser, distance, distance.max()).min(dim=-1).values
-    centres = (parent * density).sort(descending=True, stable=True).indices[:clusters]
-    assign = distance[:, centres].argmin(dim=-1)
-    assign[centres] = torch.arange(clusters, device=x.device)
-    sums = x.new_zeros(clusters, x.shape[-1]).index_add_(0, assign, x)
-    counts = torch.bincount(assign, minlength=clusters).unsqueeze(-1)
-    return (sums / counts).to(tokens.dtype)

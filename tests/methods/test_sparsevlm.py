@@ -301,3 +301,15 @@ def test_raters_are_the_text_rows_more_relevant_than_average():
 def test_bad_options(make_llava, options, match):
     with pytest.raises(ValueError, match=match):
         fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", **options)
+
+
+@pytest.mark.parametrize("clusters", [1, 2, 5])
+def test_density_peak_merge_matches_loop_reference(clusters):
+    """Random tokens plus exact duplicates (tied densities): same groups, means in centre order."""
+    from fastervlm.methods.recycling import density_peak_merge
+
+    tokens = torch.randn(40, 8, generator=torch.Generator().manual_seed(clusters))
+    tokens[20:26] = tokens[:6]
+    groups = reference_clusters(tokens, clusters)
+    expected = torch.stack([tokens[group].mean(dim=0) for group in groups])
+    torch.testing.assert_close(density_peak_merge(tokens, clusters), expected)
