@@ -166,11 +166,13 @@ class LlmPruner:
 
     def _shorten(self, stage: int, hidden: torch.Tensor) -> torch.Tensor:
         step, visual = self._step, self.visual
-        states = [hidden[b, visual[b]].detach() for b in range(hidden.shape[0])]
+        states = None
+        if "llm_visual_states" in self.needs:
+            states = [hidden[b, visual[b]].detach() for b in range(hidden.shape[0])]
         signals = LlmSignals(
             stage=stage,
             query_attention=self._query_attention(),
-            visual_states=states if "llm_visual_states" in self.needs else None,
+            visual_states=states,
             image_embeds=step.get("image_embeds"),
             query_embeds=step.get("query_embeds"),
         )

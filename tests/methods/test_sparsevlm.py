@@ -43,7 +43,10 @@ def reference_clusters(x: torch.Tensor, clusters: int) -> list[list[int]]:
 
 
 def stage_decision(weights, items, visual, rater_items, count, states, recycle=0.3):
-    """Kept visual items and recycled groups of one stage, from its eager attention weights (1, H, L, L)."""
+    """Kept visual items and recycled groups of one stage, from its eager attention weights (1, H, L, L).
+
+    count: the stage's schedule entry (v1.5), or (scale, bias) for v1's rank rule.
+    """
     attention = weights[0].mean(dim=0)
     visual_at = [i for i, item in enumerate(items) if item in visual]
     rater_at = [i for i, item in enumerate(items) if item in rater_items]
