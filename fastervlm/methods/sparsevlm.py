@@ -12,8 +12,8 @@ of the text after the first image:
 - recycling (methods/recycling.py): the best-scored of the pruned tokens, merged in layer l's output states into
   a few new visual tokens, inserted right after the sample's last visual token; later stages score and prune
   them like any visual token.
-Choices where the reference is silent or random: k is capped at the visual count (the reference caps at count
-- 1 and recycles the one token it then drops, reordering it, so ratio 0 could not be the stock model); a stage
+Choices where the reference is silent or differs: k is capped at the visual count (the reference caps at one
+less and recycles the token it then drops, reordering it, so ratio 0 could not be the stock model); a stage
 that keeps none recycles none (ratio 1 removes every visual token); samples with several images pool them.
 
 Schedule for a budget of T tokens out of a sample's n: the reference's schedules for 64 / 128 / 192 of 576,
