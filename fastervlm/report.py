@@ -12,10 +12,12 @@ class Report:
     """One prefill's pruning, per sample and per view.
 
     kept_indices[b][v]: ascending patch indices (raster order) kept from view v (image, crop or frame) of
-    sample b. visual_tokens_in / _out: visual tokens over the batch before pruning and entering the LLM.
-    llm_input_lengths[b]: real (unpadded) tokens of sample b entering the language model.
+    sample b; for methods that prune inside the LLM, the ones that reach its last layer.
+    visual_tokens_in / _out: visual tokens over the batch before pruning and entering the LLM (its last layer,
+    for in-LLM methods). llm_input_lengths[b]: real (unpadded) tokens of sample b entering the language model.
     seq_len_per_layer[b][l]: real tokens of sample b entering decoder layer l during prefill.
-    merged_tokens: tokens a merging method (VisionZip, pool) made, counted in visual_tokens_out too.
+    merged_tokens: tokens a merging method (VisionZip, pool, SparseVLM's recycling) made, counted in
+    visual_tokens_out too.
     applied: False when the method did not run on this batch, with the reason in `note`.
     """
 

@@ -1,7 +1,8 @@
 """Independent references the tests compare against: eager attention maps and hand-built short sequences.
 
 Nothing here imports fastervlm's runtime: the reference reads attentions from an eager run of the stock
-vision tower and feeds the stock model a sequence built by hand from the kept patches.
+vision tower, feeds the stock model a sequence built by hand from the kept patches, or runs the stock decoder
+layers one by one with hand-made masks.
 """
 
 from __future__ import annotations
@@ -85,3 +86,33 @@ def feature_layer_states(model: LlavaForConditionalGeneration, pixel_values: tor
 def real_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions the way generate() derives them from a left-padded mask."""
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+def merged_embeddings(model, inputs) -> torch.Tensor:
+    """What the stock model feeds its language model: text embeddings with image features scattered in."""
+    captured = {}
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda m, a, k: captured.update(embeds=k["inputs_embeds"]), with_kwargs=True
+    )
+    with torch.no_grad():
+        model(**inputs)
+    handle.remove()
+    return captured["embeds"]
+
+
+def run_layers(lm, hidden, positions, real, layers, keep_weights_of=None):
+    """Stock decoder layers with a hand-built causal + padding mask; optionally capture one layer's attention."""
+    length = hidden.shape[1]
+    allowed = torch.tril(torch.ones(length, length, dtype=torch.bool)) & real[:, None, :]
+    mask = torch.zeros(allowed.shape, dtype=hidden.dtype).masked_fill(~allowed, torch.finfo(hidden.dtype).min)
+    mask = mask[:, None]
+    rope = lm.rotary_emb(hidden, position_ids=positions)
+    weights = {}
+    for index in layers:
+        layer = lm.layers[index]
+        if index == keep_weights_of:
+            handle = layer.self_attn.register_forward_hook(lambda m, a, out: weights.update(w=out[1]))
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope)
+        if index == keep_weights_of:
+            handle.remove()
+    return hidden, weights.get("w")

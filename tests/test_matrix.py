@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fastervlm
+from fastervlm.methods import METHODS, resolve_config
 
 CASES = [
     ("fastervlm", {"ratio": 0.9}),
@@ -13,13 +14,22 @@ CASES = [
     ("visionzip", {"tokens": 64}),
     ("random", {"ratio": 0.9}),
     ("pool", {"ratio": 0.9}),
+    ("sparsevlm", {"ratio": 0.75}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
 
 
+def text_layers_for(method: str, options: dict) -> int:
+    """TEXT_LAYERS, or more when an in-LLM method's stages need them (SparseVLM prunes after layer 15)."""
+    if METHODS[method].stage != "llm":
+        return TEXT_LAYERS
+    stages = resolve_config(method, dict(options)).stages(num_layers=10**6)
+    return max(TEXT_LAYERS, stages.layers[-1] + 1)
+
+
 @pytest.fixture
-def llava(make_llava):
-    return lambda **kw: make_llava(text_layers=TEXT_LAYERS, **kw)
+def llava(make_llava, method, options):
+    return lambda **kw: make_llava(text_layers=text_layers_for(method, options), **kw)
 
 
 @pytest.mark.parametrize(("method", "options"), CASES)

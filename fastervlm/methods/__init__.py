@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import fastervlm, fastv, pool, random, visionzip
+from fastervlm.methods import fastervlm, fastv, pool, random, sparsevlm, visionzip
 
-MethodConfig = Any  # a frozen dataclass with `budget`; each method defines its own
+MethodConfig = Any  # a frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,12 @@ class Method:
 METHODS: dict[str, Method] = {
     "fastervlm": Method(fastervlm.FasterVLMConfig, fastervlm.select, needs=frozenset({"vision_cls_row"})),
     "fastv": Method(fastv.FastVConfig, fastv.select, needs=frozenset({"llm_query_row"})),
+    "sparsevlm": Method(
+        sparsevlm.SparseVLMConfig,
+        sparsevlm.select,
+        needs=frozenset({"llm_query_row", "llm_visual_states", "llm_input_embeds"}),
+        merges=True,
+    ),
     "visionzip": Method(
         visionzip.VisionZipConfig,
         visionzip.select,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fastervlm.budget import Budget
-from fastervlm.methods.signals import LlmSignals
+from fastervlm.methods.signals import LlmSignals, LlmStages
 
 SCORES = ("last", "text_mean")
 POSITIONS = ("original", "contiguous")
@@ -42,6 +42,15 @@ class FastVConfig:
     @property
     def budget(self) -> Budget:
         return Budget(self.ratio, self.tokens)
+
+    def stages(self, num_layers: int) -> LlmStages:
+        """One stage at layer K, checked against the language model's depth."""
+        if not self.layer < num_layers:
+            raise ValueError(
+                f"layer must be in [1, {num_layers - 1}] for this {num_layers}-layer language model, got {self.layer}"
+            )
+        queries = "last" if self.score == "last" else "text"
+        return LlmStages((self.layer,), queries=queries, contiguous=self.positions == "contiguous")
 
 
 def select(config: FastVConfig, signals: LlmSignals) -> list[torch.Tensor]:

@@ -58,11 +58,52 @@ class Merged:
 
 
 @dataclass(frozen=True)
-class LlmSignals:
-    """What an in-LLM method sees at its scoring layer, per sample (samples hold different image counts).
+class LlmStages:
+    """Where an in-LLM method prunes, resolved against one language model by the method's config.
 
-    image_attention[b]: (n_image_b,) attention the sample's image tokens receive from the chosen queries,
-    post-softmax over all real keys, averaged over heads (and queries), in sequence order.
+    layers: decoder layers whose input is shortened, ascending; the stage at layer K scores with the q/k that
+    layer K-1 computes. queries: the rows that score, "last" (the sample's last real token) or "text" (its real
+    non-visual tokens after the first image token; the last real token if there are none). contiguous: renumber
+    positions in the shorter sequence, or keep each token's position id (a made token takes its anchor's).
     """
 
-    image_attention: list[torch.Tensor]
+    layers: tuple[int, ...]
+    queries: str = "last"
+    contiguous: bool = False
+
+
+@dataclass(frozen=True)
+class LlmSignals:
+    """What an in-LLM method sees at one stage, per sample (samples hold different image counts).
+
+    A sample's visual tokens are its image tokens still in the sequence plus tokens earlier stages made, in
+    sequence order. stage: index into LlmStages.layers.
+    query_attention[b]: (q_b, n_visual_b) attention each query row pays the visual tokens at layer K-1,
+    post-softmax over all real keys it may see, averaged over heads.
+    visual_states[b] ("llm_visual_states"): (n_visual_b, dim) hidden states of the visual tokens entering layer K.
+    image_embeds[b] / query_embeds[b] ("llm_input_embeds"): (n_image_b, dim) / (q_b, dim) the language model's
+    input embeddings of the sample's image tokens and of its query rows (text rows never change across stages).
+    """
+
+    stage: int
+    query_attention: list[torch.Tensor]
+    visual_states: list[torch.Tensor] | None = None
+    image_embeds: list[torch.Tensor] | None = None
+    query_embeds: list[torch.Tensor] | None = None
+
+    @property
+    def image_attention(self) -> list[torch.Tensor]:
+        """(n_visual_b,) attention received, averaged over the query rows too."""
+        return [rows.mean(dim=0) for rows in self.query_attention]
+
+
+@dataclass(frozen=True)
+class LlmMerged:
+    """An in-LLM selection that also makes tokens, for one sample.
+
+    kept: (k,) indices into the sample's visual tokens, which stay where they are; tokens: (r, dim) new visual
+    tokens, inserted right after the sample's last visual token (kept or not), in this order.
+    """
+
+    kept: torch.Tensor
+    tokens: torch.Tensor

@@ -15,9 +15,9 @@ from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import Merged, ViewSignals
 from fastervlm.models.base import SELECTION_ATTR, ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
-from fastervlm.runtime.llm import LlmStage
+from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe
-from fastervlm.runtime.sequence import Compaction
+from fastervlm.runtime.sequence import Compaction, gather_through
 from fastervlm.runtime.wrap import wrap
 
 Pooled = list[torch.Tensor] | torch.Tensor  # pooler_output: per-image tensors, or one tensor of views
@@ -107,16 +107,16 @@ class Installation:
         self.report: Report | None = None
         self.undos: list[Callable[[], None]] = []
         self.probes: dict[str, ClsRowProbe] = {}
-        self.llm: LlmStage | None = None  # for methods that prune inside the language model
+        self.llm: LlmPruner | None = None  # for methods that prune inside the language model
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
         self._candidates: torch.Tensor | None = None  # of the current encode, from the adapter
         self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
         self._plan: Compaction | None = None  # of the last pruned prefill
-        # Each pruned prefill's KV cache -> the plans its decode steps need. Keyed by the cache, so several
-        # generations can interleave on one model; weak, so a finished generation's plans go with its cache.
-        self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, Compaction | None]] = weakref.WeakKeyDictionary()
-        self._step_plan: Compaction | None = None  # of the current forward call, for its labels
+        # Each pruned prefill's KV cache -> the plans its decode steps need (the sequence's, then each in-LLM
+        # stage's). Keyed by the cache, so generations can interleave on one model; weak, so they go with it.
+        self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, list[Compaction]]] = weakref.WeakKeyDictionary()
+        self._step_plans: list[Compaction] = []  # of the current forward call, in order, for its labels
 
     @classmethod
     def attach(cls, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> Installation:
@@ -126,12 +126,11 @@ class Installation:
         self.undos += adapter.install(model)
         base = adapter.base(model)
         if self.method.stage == "llm":
-            self.llm = LlmStage(
+            self.llm = LlmPruner(
                 adapter.language_model(model),
-                config.layer,
+                config.stages(adapter.num_llm_layers(model)),
                 lambda signals: self.method.select(config, signals),
-                score=config.score,
-                contiguous=config.positions == "contiguous",
+                self.method.needs,
             )
             self.undos += self.llm.removers()
         else:
@@ -256,8 +255,8 @@ class Installation:
             encoded.get(m.name) is not None for m in self.modalities
         )
         if cache is not None and cache in self._plans and not visual:
-            plan, llm_plan = self._plans[cache]
-            return self._run(original, self._translate_step(inputs, cache, plan), "decode", plan=llm_plan)
+            plan, llm_plans = self._plans[cache]
+            return self._run(original, self._translate_step(inputs, cache, plan), "decode", plans=llm_plans)
         inputs = self.adapter.encode(self.adapter.base(self.model), inputs)
         encoded = inputs.get("mm_encoder_outputs") or {}
         input_ids = inputs.get("input_ids")
@@ -266,7 +265,7 @@ class Installation:
             raise ValueError("a pruned model needs input_ids (not inputs_embeds) to find the image tokens")
         present = [m for m in present if bool((input_ids == m.token_id).any())]
         if not present:
-            self._plan = self._step_plan = None
+            self._plan, self._step_plans = None, []
             self.report = self._unpruned_report(inputs, "no image tokens in this batch; it ran unpruned")
             return original(**inputs)
         if cache is not None and cache.get_seq_length() > 0:
@@ -296,8 +295,8 @@ class Installation:
                 dtype = inputs["attention_mask"].dtype if inputs.get("attention_mask") is not None else torch.long
                 inputs["attention_mask"] = plan.mask.to(dtype)
         output = original(**inputs)
-        self._plan, self._step_plan = plan, plan
-        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, None)
+        self._plan, self._step_plans = plan, [plan]
+        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, [])
         self.report = self._pruned_report(input_ids, plan, present, selections)
         return output
 
@@ -309,14 +308,14 @@ class Installation:
         columns = torch.isin(input_ids, torch.tensor([m.token_id for m in present], device=input_ids.device))
         plan = Compaction.build(torch.ones_like(columns), inputs.get("attention_mask"))
         output = self._run(original, inputs, "prefill", columns=columns)
-        self._plan, self._step_plan = plan, self.llm.plan  # logits cover the columns that reached the last layer
-        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, self.llm.plan)
+        self._plan, self._step_plans = plan, list(self.llm.plans)  # logits cover what reached the last layer
+        self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, self._step_plans)
         self.report = self._in_llm_report(columns, plan)
         return output
 
-    def _remember(self, cache: Any, plan: Compaction, llm_plan: Compaction | None) -> None:
+    def _remember(self, cache: Any, plan: Compaction, llm_plans: list[Compaction]) -> None:
         if cache is not None:
-            self._plans[cache] = (plan, llm_plan)
+            self._plans[cache] = (plan, llm_plans)
 
     def _run(
         self,
@@ -324,11 +323,11 @@ class Installation:
         inputs: dict[str, Any],
         phase: str,
         columns: torch.Tensor | None = None,
-        plan: Compaction | None = None,
+        plans: list[Compaction] | None = None,
     ) -> Any:
         if self.llm is None:
             return original(**inputs)
-        self.llm.begin(phase, columns=columns, plan=plan)
+        self.llm.begin(phase, columns=columns, plans=plans)
         try:
             return original(**inputs)
         finally:
@@ -365,7 +364,7 @@ class Installation:
         inputs["attention_mask"] = plan.decode_mask(mask, new_tokens)
         if inputs.get("position_ids") is not None:
             inputs["position_ids"] = plan.decode_positions(inputs["position_ids"])
-        self._step_plan = None
+        self._step_plans = []
         return inputs
 
     def _pad_id(self) -> int:
@@ -378,11 +377,10 @@ class Installation:
     def _top_forward(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         inputs = named_arguments(original, args, kwargs)
         labels = inputs.pop("labels", None)
-        self._step_plan = None
+        self._step_plans = []
         output = original(**inputs)
         if labels is not None:
-            plan = self._step_plan
-            labels = plan.gather(labels.to(plan.index.device), fill=-100) if plan is not None else labels
+            labels = gather_through(self._step_plans, labels, fill=-100)
             extra = {k: v for k, v in inputs.items() if k not in fixed_parameters(original)}
             output.loss = self.model.loss_function(
                 logits=output.logits, labels=labels, vocab_size=self.model.config.get_text_config().vocab_size, **extra
@@ -421,24 +419,30 @@ class Installation:
         )
 
     def _in_llm_report(self, columns: torch.Tensor, plan: Compaction) -> Report:
-        """Kept image tokens per sample, one view per run of consecutive image tokens."""
-        llm_plan = self.llm.plan
+        """Image tokens that reach the last layer, per sample, one view per run of consecutive image tokens.
+
+        Tokens the method made (merged from pruned ones) count in visual_tokens_out and merged_tokens.
+        """
+        batch, length = columns.shape
+        source = torch.arange(length, device=columns.device).expand(batch, length)
+        survivors = gather_through(self.llm.plans, source, fill=-1)
         kept: list[list[torch.Tensor]] = []
-        for b in range(columns.shape[0]):
+        for b in range(batch):
             image = columns[b].nonzero().squeeze(1)
-            kept_columns = llm_plan.index[b][llm_plan.valid[b]]
-            is_kept = torch.isin(image, kept_columns)
+            is_kept = torch.isin(image, survivors[b][survivors[b] >= 0].to(image.device))
             runs = torch.cumsum(torch.cat([image.new_ones(1), (image.diff() != 1).long()]), 0) if len(image) else image
             views = []
             for run in runs.unique():
                 in_run = runs == run
                 views.append(torch.arange(int(in_run.sum()))[is_kept[in_run].cpu()])
             kept.append(views)
+        visual_out = int(self.llm.visual.sum())
         return Report(
             method=self.method_name,
             kept_indices=kept,
             visual_tokens_in=int(columns.sum()),
-            visual_tokens_out=sum(int(v.numel()) for views in kept for v in views),
+            visual_tokens_out=visual_out,
+            merged_tokens=visual_out - sum(int(v.numel()) for views in kept for v in views),
             llm_input_lengths=plan.mask.sum(dim=1).tolist(),
             seq_len_per_layer=self.llm.seq_len_per_layer,
             applied=True,

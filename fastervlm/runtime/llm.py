@@ -1,13 +1,15 @@
-"""In-LLM pruning: score image tokens at layer K-1 from a few query rows, run layers >= K on fewer tokens.
+"""In-LLM pruning: at each stage layer K, score visual tokens from layer K-1's q/k and run layers >= K on fewer.
 
-Layers below K and their KV cache keep every token; layers from K on get the shortened hidden states, a
-mask and positions rebuilt for them (prefill), and at each decode step a mask sized to their own, shorter
-cache. Nothing here forces eager attention: the scores come from the q/k projections the layer computes
-anyway, with the model's own rotary embedding.
+Layers below the first stage and their KV cache keep every token; each stage compacts the previous stage's
+sequence (dropping visual tokens, inserting tokens the method made) and gives its layers a mask and positions
+rebuilt for it (prefill), and at each decode step a mask sized to their own, shorter cache. Nothing here
+forces eager attention: the scores come from the q/k projections the layer computes anyway, with the model's
+own rotary embedding.
 """
 
 from __future__ import annotations
 
+import bisect
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -16,8 +18,10 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask
 
-from fastervlm.methods.signals import LlmSignals
+from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 from fastervlm.runtime.sequence import Compaction
+
+Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
 
 def last_real_column(mask: torch.Tensor) -> torch.Tensor:
@@ -26,51 +30,59 @@ def last_real_column(mask: torch.Tensor) -> torch.Tensor:
     return length - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
 
 
-class LlmStage:
-    """Hooks on one language model for a method that prunes at decoder layer K."""
+class LlmPruner:
+    """Hooks on one language model for a method that prunes inside it, at one or more stage layers."""
 
     def __init__(
         self,
         language_model: nn.Module,
-        layer: int,
-        select: Callable[[LlmSignals], list[torch.Tensor]],
-        score: str,
-        contiguous: bool,
+        stages: LlmStages,
+        select: Callable[[LlmSignals], Selection],
+        needs: frozenset[str],
     ) -> None:
         layers = language_model.layers
-        if not 1 <= layer < len(layers):
-            raise ValueError(
-                f"layer must be in [1, {len(layers) - 1}] for this {len(layers)}-layer language model, got {layer}"
-            )
-        self.language_model, self.layers, self.k = language_model, layers, layer
-        self.select, self.score, self.contiguous = select, score, contiguous
+        self.language_model, self.layers, self.stages = language_model, layers, stages
+        self.select, self.needs = select, needs
         self.config = language_model.config
-        attention = layers[layer - 1].self_attn
-        self.attention = attention
-        self.apply_rope = inspect.getmodule(type(attention)).apply_rotary_pos_emb
+        self.apply_rope = inspect.getmodule(type(layers[0].self_attn)).apply_rotary_pos_emb
         self.phase: str | None = None  # "prefill" or "decode" while a pruned forward runs
-        self.columns: torch.Tensor | None = None  # (batch, L) image columns of the prefill
-        self.plan: Compaction | None = None  # layer-K compaction of the last prefill
-        self.seq_len_per_layer: list[list[int]] = []
+        self.visual: torch.Tensor | None = None  # (batch, L) visual columns of the current stage's sequence
+        self.plans: list[Compaction] = []  # one per stage, of the last prefill
+        self._input_lengths: list[int] = []
         self._step: dict[str, Any] = {}
-        self.handles = [
-            language_model.register_forward_pre_hook(self._on_model, with_kwargs=True),
-            attention.register_forward_pre_hook(self._on_attention, with_kwargs=True),
-            attention.q_proj.register_forward_hook(self._on_query),
-            attention.k_proj.register_forward_hook(self._on_keys),
-            *(layers[i].register_forward_pre_hook(self._on_layer, with_kwargs=True) for i in range(layer, len(layers))),
-        ]
+        self.handles = [language_model.register_forward_pre_hook(self._on_model, with_kwargs=True)]
+        for k in stages.layers:
+            attention = layers[k - 1].self_attn
+            self.handles += [
+                attention.register_forward_pre_hook(self._on_attention, with_kwargs=True),
+                attention.q_proj.register_forward_hook(self._on_query),
+                attention.k_proj.register_forward_hook(self._on_keys),
+            ]
+        for index in range(stages.layers[0], len(layers)):
+            hook = self._layer_hook(index)
+            self.handles.append(layers[index].register_forward_pre_hook(hook, with_kwargs=True))
 
     def removers(self) -> list[Callable[[], None]]:
         return [h.remove for h in self.handles]
 
-    def begin(self, phase: str | None, columns: torch.Tensor | None = None, plan: Compaction | None = None) -> None:
-        """Arm for a prefill (its image columns) or a decode step (the layer-K plan of the prefill it continues)."""
+    def begin(
+        self, phase: str | None, columns: torch.Tensor | None = None, plans: list[Compaction] | None = None
+    ) -> None:
+        """Arm for a prefill (its image columns) or a decode step (the stage plans of the prefill it continues)."""
         self.phase, self._step = phase, {}
         if phase == "prefill":
-            self.columns, self.plan = columns, None
+            self.visual, self.plans = columns, []
         elif phase == "decode":
-            self.plan = plan
+            self.plans = list(plans or [])
+
+    @property
+    def seq_len_per_layer(self) -> list[list[int]]:
+        """Per sample, the real tokens entering each decoder layer during the last prefill."""
+        lengths = [self._input_lengths] + [plan.mask.sum(dim=1).tolist() for plan in self.plans]
+        bounds = [0, *self.stages.layers[: len(self.plans)], len(self.layers)]
+        spans = [bounds[s + 1] - bounds[s] for s in range(len(lengths))]
+        per_sample = zip(*lengths, strict=True)
+        return [[n for stage, n in enumerate(sample) for _ in range(spans[stage])] for sample in per_sample]
 
     # Captures.
 
@@ -88,10 +100,16 @@ class LlmStage:
         if positions is None:
             positions = (torch.arange(length, device=embeds.device) + past).expand(batch, length)
         self._step.update(mask=mask, positions=positions, cache=cache)
+        if self.phase == "prefill":
+            self._input_lengths = mask.sum(dim=1).tolist()
+            if "llm_input_embeds" in self.needs:
+                rows = [self._query_rows(b, mask[b].bool()) for b in range(batch)]
+                self._step["image_embeds"] = [embeds[b, self.visual[b]].detach() for b in range(batch)]
+                self._step["query_embeds"] = [embeds[b, r].detach() for b, r in enumerate(rows)]
 
     def _on_attention(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         if self.phase == "prefill":
-            self._step["rope"] = kwargs["position_embeddings"]
+            self._step.update(rope=kwargs["position_embeddings"], attention=module)
 
     def _on_query(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if self.phase == "prefill":
@@ -101,14 +119,14 @@ class LlmStage:
         if self.phase == "prefill":
             self._step["keys"] = output.detach()
 
-    # Scoring: attention the image tokens receive at layer K-1, from the chosen query rows only.
+    # Scoring: attention the visual tokens receive at layer K-1, from the chosen query rows only.
 
-    def _image_attention(self) -> list[torch.Tensor]:
-        step, attention = self._step, self.attention
+    def _query_attention(self) -> list[torch.Tensor]:
+        step, attention = self._step, self._step["attention"]
         head_dim = attention.head_dim
-        cos, sin = step["rope"]
         mask = step["mask"].bool()
         batch, length = mask.shape
+        cos, sin = (t.expand(batch, *t.shape[1:]) for t in step["rope"])  # forward() without positions: batch 1
         queries = step["query"].view(batch, length, -1, head_dim).transpose(1, 2)
         keys = step["keys"].view(batch, length, -1, head_dim).transpose(1, 2)
         keys = self.apply_rope(keys, keys, cos, sin)[0]
@@ -122,65 +140,91 @@ class LlmStage:
             logits = (q.float() @ keys[b : b + 1].float().transpose(-1, -2)) * attention.scaling  # (1, H, q, L)
             allowed = mask[b].unsqueeze(0) & (torch.arange(length, device=mask.device) <= rows.unsqueeze(1))
             probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
-            out.append(probs.mean(dim=(0, 1, 2))[self.columns[b]])
+            out.append(probs[0].mean(dim=0)[:, self.visual[b]])
         return out
 
     def _query_rows(self, b: int, real: torch.Tensor) -> torch.Tensor:
-        if self.score == "last":
-            return last_real_column(real.unsqueeze(0))
-        image = self.columns[b]
-        first = int(image.long().argmax())
-        after = torch.arange(real.numel(), device=real.device) > first
-        return (after & real & ~image).nonzero().squeeze(1)
+        last = last_real_column(real.unsqueeze(0))
+        if self.stages.queries == "last":
+            return last
+        visual = self.visual[b]
+        after = torch.arange(real.numel(), device=real.device) > int(visual.long().argmax())
+        rows = (after & real & ~visual).nonzero().squeeze(1)
+        return rows if rows.numel() else last
 
-    # Layers >= K: shorten once at layer K (prefill), then feed every later layer the matching mask/positions.
+    # Layers from the first stage on: shorten at each stage layer (prefill), feed its layers their mask/positions.
 
-    def _on_layer(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
-        if self.phase is None:
-            return None
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        if "layer_kwargs" not in self._step:
-            hidden = self._shorten(hidden) if self.phase == "prefill" else hidden
-            self._step["layer_kwargs"] = self._layer_kwargs(hidden)
-        return (hidden,), {**kwargs, **self._step["layer_kwargs"]}
+    def _layer_hook(self, index: int) -> Callable[..., tuple | None]:
+        stage = bisect.bisect_right(self.stages.layers, index) - 1
+        starts = self.stages.layers[stage] == index
 
-    def _shorten(self, hidden: torch.Tensor) -> torch.Tensor:
-        mask = self._step["mask"]
-        kept = self.select(LlmSignals(image_attention=self._image_attention()))
-        keep = ~self.columns.clone()
-        for b, indices in enumerate(kept):
-            image = self.columns[b].nonzero().squeeze(1)
-            keep[b, image[indices.to(image.device)]] = True
-        self.plan = Compaction.build(keep, mask)
-        real = mask.sum(dim=1).tolist()
-        short = self.plan.mask.sum(dim=1).tolist()
-        self.seq_len_per_layer = [
-            [r] * self.k + [s] * (len(self.layers) - self.k) for r, s in zip(real, short, strict=True)
-        ]
-        positions = self._step["positions"]
-        self._step["positions"] = (
-            self.plan.positions(positions) if self.contiguous else self.plan.gather(positions, fill=0)
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
+            if self.phase is None:
+                return None
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            if starts:
+                hidden = self._shorten(stage, hidden) if self.phase == "prefill" else hidden
+                self._step["layer_kwargs"] = self._layer_kwargs(stage, hidden)
+            return (hidden,), {**kwargs, **self._step["layer_kwargs"]}
+
+        return hook
+
+    def _shorten(self, stage: int, hidden: torch.Tensor) -> torch.Tensor:
+        step, visual = self._step, self.visual
+        states = None
+        if "llm_visual_states" in self.needs:
+            states = [hidden[b, visual[b]].detach() for b in range(hidden.shape[0])]
+        signals = LlmSignals(
+            stage=stage,
+            query_attention=self._query_attention(),
+            visual_states=states,
+            image_embeds=step.get("image_embeds"),
+            query_embeds=step.get("query_embeds"),
         )
-        self._step["mask"] = self.plan.mask
-        return self.plan.gather(hidden, fill=0)
-
-    def _layer_kwargs(self, hidden: torch.Tensor) -> dict[str, Any]:
-        plan, step = self.plan, self._step
-        if self.phase == "decode":
-            step["mask"] = plan.decode_mask(step["mask"], step["mask"].shape[1] - plan.prefill_len)
-            if self.contiguous:
-                step["positions"] = plan.decode_positions(step["positions"])
+        keep = ~visual
+        made, anchor, tokens = [], [], []
+        for b, chosen in enumerate(self.select(signals)):
+            kept, new = (chosen.kept, chosen.tokens) if isinstance(chosen, LlmMerged) else (chosen, hidden[b, :0])
+            columns = visual[b].nonzero().squeeze(1)
+            keep[b, columns[kept.to(columns.device)]] = True
+            made.append(len(new))
+            anchor.append(int(columns[-1]) if len(columns) else 0)
+            tokens.append(new)
+        plan = Compaction.build(
+            keep,
+            step["mask"],
+            made=torch.tensor(made, device=keep.device),
+            anchor=torch.tensor(anchor, device=keep.device),
+            base=self.plans[-1] if self.plans else None,
+        )
+        self.plans.append(plan)
         positions = step["positions"]
-        mask = create_causal_mask(
+        step["positions"] = (
+            plan.positions(positions)
+            if self.stages.contiguous
+            else torch.where(plan.valid, positions.gather(1, plan.index.to(positions.device)), 0)
+        )
+        step["mask"] = plan.mask
+        self.visual = plan.gather(visual, fill=False) | plan.made_slots
+        return plan.place(plan.gather(hidden, fill=0), tokens)
+
+    def _layer_kwargs(self, stage: int, hidden: torch.Tensor) -> dict[str, Any]:
+        plan, step = self.plans[stage], self._step
+        mask, positions = step["mask"], step["positions"]
+        if self.phase == "decode":
+            mask = plan.decode_mask(step["mask"], step["mask"].shape[1] - plan.prefill_len)
+            if self.stages.contiguous:
+                positions = plan.decode_positions(positions)
+        causal = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden,
-            attention_mask=step["mask"],
+            attention_mask=mask,
             past_key_values=step["cache"],
             position_ids=positions,
-            layer_idx=self.k,
+            layer_idx=self.stages.layers[stage],
         )
         return {
-            "attention_mask": mask,
+            "attention_mask": causal,
             "position_ids": positions,
             "position_embeddings": self.language_model.rotary_emb(hidden, position_ids=positions),
         }

@@ -12,38 +12,9 @@ import torch
 
 import fastervlm
 from fastervlm.budget import kept_count
+from tests.reference import merged_embeddings, run_layers
 
 LAYERS = 4
-
-
-def merged_embeddings(model, inputs) -> torch.Tensor:
-    """What the stock model feeds its language model: text embeddings with image features scattered in."""
-    captured = {}
-    handle = model.model.language_model.register_forward_pre_hook(
-        lambda m, a, k: captured.update(embeds=k["inputs_embeds"]), with_kwargs=True
-    )
-    with torch.no_grad():
-        model(**inputs)
-    handle.remove()
-    return captured["embeds"]
-
-
-def run_layers(lm, hidden, positions, real, layers, keep_weights_of=None):
-    """Stock decoder layers with a hand-built causal + padding mask; optionally capture one layer's attention."""
-    length = hidden.shape[1]
-    allowed = torch.tril(torch.ones(length, length, dtype=torch.bool)) & real[:, None, :]
-    mask = torch.zeros(allowed.shape, dtype=hidden.dtype).masked_fill(~allowed, torch.finfo(hidden.dtype).min)
-    mask = mask[:, None]
-    rope = lm.rotary_emb(hidden, position_ids=positions)
-    weights = {}
-    for index in layers:
-        layer = lm.layers[index]
-        if index == keep_weights_of:
-            handle = layer.self_attn.register_forward_hook(lambda m, a, out: weights.update(w=out[1]))
-        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope)
-        if index == keep_weights_of:
-            handle.remove()
-    return hidden, weights.get("w")
 
 
 def fastv_reference(model, inputs, ratio, k_layer, steps, score="last"):
@@ -206,3 +177,13 @@ def test_ragged_batch_matches_hand_built_layer_loop(make_llava, ragged_batch):
     assert [len(k) for k in expected_kept] == [115, 58]
     assert report.kept_per_sample == [115, 58]
     assert torch.equal(out[:, ragged_batch["input_ids"].shape[1] :], expected)
+
+
+def test_forward_without_positions_scores_every_sample(make_llava, batch):
+    """forward() leaves position_ids to the model, whose rotary tables then have batch 1: every row must still score."""
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="fastv", ratio=0.9)
+    twice = {key: value[[0, 0]] for key, value in batch.items()}
+    with torch.no_grad():
+        model(**twice)
+    first, second = (views[0].tolist() for views in fastervlm.last_report(model).kept_indices)
+    assert first == second and first != list(range(58))

@@ -46,6 +46,33 @@ def test_decode_translation():
     assert plan.decode_positions(torch.tensor([[5], [5]])).tolist() == [[3], [4]]
 
 
+def test_made_tokens_follow_their_anchor_and_positions_stay_contiguous():
+    keep = torch.tensor([[1, 1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 1, 0, 1]]).bool()
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+    plan = Compaction.build(keep, mask, made=torch.tensor([2, 1]), anchor=torch.tensor([4, 5]))
+    ids = torch.arange(14).view(2, 7)
+    got = plan.gather(ids, fill=-1).tolist()
+    assert got == [[0, 1, 3, -1, -1, 5, 6], [7, 8, 9, 10, 11, -1, 13]]
+    assert plan.made.tolist() == [[-1, -1, -1, 0, 1, -1, -1], [-1, -1, -1, -1, -1, 0, -1]]
+    assert plan.mask.tolist() == [[1] * 7, [0, 0, 1, 1, 1, 1, 1]]
+    assert plan.removed.tolist() == [0, 0]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    assert plan.positions(positions).tolist() == [[0, 1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 2, 3, 4]]
+    made = [torch.tensor([[10.0], [20.0]]), torch.tensor([[30.0]])]
+    placed = plan.place(plan.gather(ids.unsqueeze(-1).float(), fill=0), made)
+    assert placed[..., 0].tolist() == [[0, 1, 3, 10, 20, 5, 6], [7, 8, 9, 10, 11, 30, 13]]
+
+
+def test_stages_count_removals_from_the_callers_prefill():
+    first = Compaction.build(torch.tensor([[1, 0, 0, 1, 1]]).bool(), None)
+    second = Compaction.build(
+        torch.tensor([[1, 0, 1]]).bool(), first.mask, made=torch.tensor([1]), anchor=torch.tensor([1]), base=first
+    )
+    assert second.prefill_len == 5 and second.removed.tolist() == [2]
+    assert second.decode_positions(torch.tensor([[5]])).tolist() == [[3]]
+    assert second.decode_mask(torch.ones(1, 6, dtype=torch.long), new_tokens=1).tolist() == [[1, 1, 1, 1]]
+
+
 def test_identity():
     plan = Compaction.build(torch.ones(2, 3, dtype=torch.bool), None)
     assert plan.identity and plan.gather(torch.arange(6).view(2, 3), fill=-1).tolist() == [[0, 1, 2], [3, 4, 5]]
@@ -72,6 +99,35 @@ def test_compaction_keeps_exactly_the_kept_real_tokens_in_order(case):
         assert out[b][plan.mask[b].bool()].tolist() == expected
         real = plan.mask[b].tolist()
         assert real == sorted(real), "padding must stay on the left"
+    compact_positions = plan.positions((mask.cumsum(-1) - 1).clamp(min=0))
+    expected_positions = (plan.mask.cumsum(-1) - 1).clamp(min=0)
+    assert torch.equal(compact_positions[plan.mask.bool()], expected_positions[plan.mask.bool()])
+
+
+@st.composite
+def batches_with_made_tokens(draw):
+    keep, mask = draw(left_padded_batches())
+    made, anchor = [], []
+    for row in mask.tolist():
+        real = [i for i, m in enumerate(row) if m]
+        anchor.append(draw(st.sampled_from(real)))
+        made.append(draw(st.integers(0, 3)))
+    return keep, mask, torch.tensor(made), torch.tensor(anchor)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches_with_made_tokens())
+def test_made_tokens_land_after_their_anchor_with_contiguous_positions(case):
+    keep, mask, made, anchor = case
+    plan = Compaction.build(keep, mask, made=made, anchor=anchor)
+    ids = torch.arange(keep.numel()).view(keep.shape) + 1
+    out = plan.gather(ids, fill=0)
+    for b in range(keep.shape[0]):
+        real = mask[b].bool()
+        before = [int(i) for c, i in enumerate(ids[b]) if keep[b, c] and real[c] and c <= anchor[b]]
+        after = [int(i) for c, i in enumerate(ids[b]) if keep[b, c] and real[c] and c > anchor[b]]
+        assert out[b][plan.mask[b].bool()].tolist() == before + [0] * int(made[b]) + after
+        assert plan.made[b][plan.made[b] >= 0].tolist() == list(range(int(made[b])))
     compact_positions = plan.positions((mask.cumsum(-1) - 1).clamp(min=0))
     expected_positions = (plan.mask.cumsum(-1) - 1).clamp(min=0)
     assert torch.equal(compact_positions[plan.mask.bool()], expected_positions[plan.mask.bool()])
