@@ -90,6 +90,7 @@ class LlavaNextAdapter(LlavaAdapter):
     """
 
     model_classes = ("LlavaNextForConditionalGeneration",)
+    supports_merging = False  # merged tokens have no place in the anyres grid the packing lays out
     options = {"mode": ("stock", "paper"), "newline": ("all", "row", "none")}  # noqa: RUF012 - read-only class table
 
     mode: str = "stock"
