@@ -41,6 +41,7 @@ from fastervlm.tiny import (
 )
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
+TINY_TEXT_LAYERS = 17  # every in-LLM method prunes in it: SparseVLM shortens after layer 15, for layer 16
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}  # processor keyword -> its placeholder in the prompt
 
 
@@ -112,7 +113,7 @@ def load_llava(
     """
     family = ARCHS[arch]
     if model is None or model == TINY:
-        llava, processor = family.tiny(attn_implementation=attn), family.tiny_processor()
+        llava, processor = family.tiny(attn_implementation=attn, text_layers=TINY_TEXT_LAYERS), family.tiny_processor()
     else:
         if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
             # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
