@@ -11,25 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
-    LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    VideoLlavaConfig,
+    PretrainedConfig,
     VideoLlavaForConditionalGeneration,
 )
 
 from fastervlm.models.llava_next import paper_processor
-from fastervlm.tiny import synthetic_images, synthetic_video, tiny_processor, tiny_tokenizer
-from fastervlm.tiny.llava_next import GRID_PINPOINTS, tiny_llava_next_processor
-from fastervlm.tiny.video_llava import tiny_video_llava_processor, tiny_video_llava_tokenizer
+from fastervlm.tiny import (
+    synthetic_images,
+    synthetic_video,
+    tiny_llava_config,
+    tiny_llava_next_config,
+    tiny_processor,
+    tiny_video_llava_config,
+)
+from fastervlm.tiny.llava import seeded_model
+from fastervlm.tiny.llava_next import tiny_llava_next_processor
+from fastervlm.tiny.video_llava import tiny_video_llava_processor
 
 TEXT_TOKENS = 64  # prompt tokens around the image in every sample (the paper's FLOPs count only visual ones)
 TWIN_WIDTH = 64
@@ -80,69 +85,30 @@ def widths(config: CLIPVisionConfig | LlamaConfig, hidden: int) -> dict[str, int
     return out
 
 
-def special_ids(text: LlamaConfig, tokenizer: Any) -> None:
+def with_towers(config: PretrainedConfig, vision: CLIPVisionConfig, text: LlamaConfig) -> PretrainedConfig:
+    """A tiny family config (its token ids and the real visual geometry) carrying the architecture's towers."""
+    tiny_text = config.text_config
     text.pad_token_id, text.bos_token_id, text.eos_token_id = (
-        tokenizer.pad_token_id,
-        tokenizer.bos_token_id,
-        tokenizer.eos_token_id,
+        tiny_text.pad_token_id,
+        tiny_text.bos_token_id,
+        tiny_text.eos_token_id,
     )
-
-
-def finish(model: nn.Module, text: LlamaConfig) -> nn.Module:
-    model.generation_config.update(pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id)
-    return model.eval()
+    config.vision_config, config.text_config = vision, text
+    return config
 
 
 def llava15(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
-    tokenizer = tiny_tokenizer()
-    special_ids(text, tokenizer)
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return finish(LlavaForConditionalGeneration(config), text)
+    return seeded_model(LlavaForConditionalGeneration, with_towers(tiny_llava_config(), vision, text), seed, "sdpa")
 
 
 def llava_next(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
-    tokenizer = tiny_tokenizer()
-    special_ids(text, tokenizer)
-    config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=GRID_PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return finish(LlavaNextForConditionalGeneration(config), text)
+    config = with_towers(tiny_llava_next_config(), vision, text)
+    return seeded_model(LlavaNextForConditionalGeneration, config, seed, "sdpa")
 
 
 def video_llava(vision: CLIPVisionConfig, text: LlamaConfig, seed: int) -> nn.Module:
-    tokenizer = tiny_video_llava_tokenizer()
-    special_ids(text, tokenizer)
-    patches = (vision.image_size // vision.patch_size) ** 2
-    config = VideoLlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=patches,
-        video_seq_length=8 * (patches + 1),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    return finish(VideoLlavaForConditionalGeneration(config), text)
+    config = with_towers(tiny_video_llava_config(), vision, text)
+    return seeded_model(VideoLlavaForConditionalGeneration, config, seed, "sdpa")
 
 
 def prompt(placeholder: str) -> str:

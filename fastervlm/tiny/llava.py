@@ -18,6 +18,8 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -115,20 +117,24 @@ def tiny_llava_config(
     )
 
 
-def tiny_llava(
-    seed: int = 0, attn_implementation: str = "sdpa", **config_overrides: int
-) -> LlavaForConditionalGeneration:
-    """Seeded so tests can compare pruned and unpruned runs of the very same weights."""
-    config = tiny_llava_config(**config_overrides)
+def seeded_model(model_class: type[PreTrainedModel], config: PretrainedConfig, seed: int, attn: str) -> PreTrainedModel:
+    """Seeded so tests can compare pruned and unpruned runs of the very same weights; eval, and generate
+    told the special tokens so it runs without warnings."""
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    model.set_attn_implementation(attn_implementation)
-    model.to(torch.float32).eval()
-    text = config.text_config
+    model = model_class(config)
+    model.set_attn_implementation(attn)
+    model.eval()  # built from a config: fp32 already
+    text = config.get_text_config()
     model.generation_config.update(
         pad_token_id=text.pad_token_id, bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id
     )
     return model
+
+
+def tiny_llava(
+    seed: int = 0, attn_implementation: str = "sdpa", **config_overrides: int
+) -> LlavaForConditionalGeneration:
+    return seeded_model(LlavaForConditionalGeneration, tiny_llava_config(**config_overrides), seed, attn_implementation)
 
 
 def synthetic_images(n: int, seed: int = 0) -> list[Image.Image]:

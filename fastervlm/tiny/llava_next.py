@@ -7,14 +7,20 @@ and 2-4 crops and up to 2,928 placeholder tokens (1,368 for a 400 x 300 image), 
 
 from __future__ import annotations
 
-import torch
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Without torchvision, `LlavaNextImageProcessor` only falls back to this class after a warning.
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-from fastervlm.tiny.llava import IMAGE_SEQ_LENGTH, IMAGE_SIZE, PATCH_SIZE, tiny_llava_config, tiny_tokenizer
+from fastervlm.tiny.llava import (
+    IMAGE_SEQ_LENGTH,
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    seeded_model,
+    tiny_llava_config,
+    tiny_tokenizer,
+)
 
 # llava-hf/llava-v1.6-*: (height, width) resolutions an image is resized and padded to before cropping.
 GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -60,14 +66,4 @@ def tiny_llava_next_config(**sizes: int) -> LlavaNextConfig:
 def tiny_llava_next(
     seed: int = 0, attn_implementation: str = "sdpa", **sizes: int
 ) -> LlavaNextForConditionalGeneration:
-    """Seeded so tests can compare pruned and unpruned runs of the very same weights."""
-    config = tiny_llava_next_config(**sizes)
-    torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config)
-    model.set_attn_implementation(attn_implementation)
-    model.to(torch.float32).eval()
-    text = config.text_config
-    model.generation_config.update(
-        pad_token_id=text.pad_token_id, bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id
-    )
-    return model
+    return seeded_model(LlavaNextForConditionalGeneration, tiny_llava_next_config(**sizes), seed, attn_implementation)

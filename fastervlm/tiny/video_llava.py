@@ -26,7 +26,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.video_processing_utils import VideoProcessorMixin
 from transformers.video_utils import make_batched_videos
 
-from fastervlm.tiny.llava import tiny_tokenizer
+from fastervlm.tiny.llava import seeded_model, tiny_tokenizer
 
 FRAME_SIZE = 224
 NUM_FRAMES = 8
@@ -142,17 +142,8 @@ def tiny_video_llava_config(
 def tiny_video_llava(
     seed: int = 0, attn_implementation: str = "sdpa", **config_overrides: int
 ) -> VideoLlavaForConditionalGeneration:
-    """Seeded so tests can compare pruned and unpruned runs of the very same weights."""
     config = tiny_video_llava_config(**config_overrides)
-    torch.manual_seed(seed)
-    model = VideoLlavaForConditionalGeneration(config)
-    model.set_attn_implementation(attn_implementation)
-    model.to(torch.float32).eval()
-    text = config.text_config
-    model.generation_config.update(
-        pad_token_id=text.pad_token_id, bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id
-    )
-    return model
+    return seeded_model(VideoLlavaForConditionalGeneration, config, seed, attn_implementation)
 
 
 def synthetic_video(frames: int = NUM_FRAMES, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Image.Image]:
