@@ -29,6 +29,7 @@ def encoder_layer_for_feature(feature_layer: int, num_layers: int) -> int:
 class LlavaAdapter(ModelAdapter):
     model_classes = ("LlavaForConditionalGeneration",)
     supports_merging = True
+    towers: dict[str, str] = {"image": "vision_tower"}  # noqa: RUF012 - modality -> base-model tower attribute
 
     def base(self, model: nn.Module) -> nn.Module:
         return model.model
@@ -57,16 +58,18 @@ class LlavaAdapter(ModelAdapter):
                 f"vision_feature_layer must be a single int for pruning, got {config.vision_feature_layer!r}"
             )
         if "vision_cls_row" in needs:
-            tower = model.model.vision_tower
-            if type(tower).__name__ not in ("CLIPVisionModel",):
-                raise ValueError(
-                    f"this method scores patches by the vision [CLS] token, and {type(tower).__name__} has no "
-                    "[CLS] token; supported vision towers: CLIPVisionModel"
-                )
-            self.vision_attention(model, "image", score_layer)
+            for modality, name in self.towers.items():
+                tower = getattr(model.model, name)
+                if type(tower).__name__ != "CLIPVisionModel":
+                    raise ValueError(
+                        f"this method scores patches by the vision [CLS] token, and the {name} "
+                        f"({type(tower).__name__}) has no [CLS] token; supported vision towers: CLIPVisionModel"
+                    )
+                self.vision_attention(model, modality, score_layer)
 
     def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
-        layers = model.model.vision_tower.encoder.layers  # transformers >= 5.x: no .vision_model
+        """The scored attention of this modality's tower (Video-LLaVA's images and videos have separate weights)."""
+        layers = getattr(model.model, self.towers[modality]).encoder.layers  # transformers >= 5.x: no .vision_model
         feature_layer = model.config.vision_feature_layer if score_layer is None else score_layer
         layer = layers[encoder_layer_for_feature(feature_layer, len(layers))]
         attention = layer.self_attn

@@ -23,64 +23,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionAttention
-from fastervlm.models.llava import encoder_layer_for_feature
+from fastervlm.models.base import ImageSelection, Modality
+from fastervlm.models.llava import LlavaAdapter
 
 TOWERS = {"image": "image_tower", "video": "video_tower"}
 
 
-class VideoLlavaAdapter(ModelAdapter):
+class VideoLlavaAdapter(LlavaAdapter):
     model_classes = ("VideoLlavaForConditionalGeneration",)
+    supports_merging = False  # a merged token has no frame row to sit in
+    towers = TOWERS
     options = {"mode": ("stock", "paper")}  # noqa: RUF012 - read-only class table
 
     def __init__(self, mode: str = "stock") -> None:
         self.mode = mode
-
-    def base(self, model: nn.Module) -> nn.Module:
-        return model.model
 
     def modalities(self, model: nn.Module) -> list[Modality]:
         return [
             Modality("image", model.config.image_token_id, "get_image_features"),
             Modality("video", model.config.video_token_id, "get_video_features"),
         ]
-
-    def patch_grid(self, model: nn.Module) -> tuple[int, int]:
-        vision = model.config.vision_config
-        side = vision.image_size // vision.patch_size
-        return side, side
-
-    def patches_per_view(self, model: nn.Module) -> int:
-        rows, cols = self.patch_grid(model)
-        return rows * cols
-
-    def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
-        config = model.config
-        if config.vision_feature_select_strategy != "default":
-            raise ValueError(
-                "vision_feature_select_strategy must be 'default' (image [CLS] cropped, patches only) for pruning, "
-                f"got {config.vision_feature_select_strategy!r}"
-            )
-        if not isinstance(config.vision_feature_layer, int):
-            raise ValueError(
-                f"vision_feature_layer must be a single int for pruning, got {config.vision_feature_layer!r}"
-            )
-        if "vision_cls_row" in needs:
-            for modality, tower_name in TOWERS.items():
-                tower = getattr(model.model, tower_name)
-                if type(tower).__name__ != "CLIPVisionModel":
-                    raise ValueError(
-                        f"this method scores patches by the vision [CLS] token, and the {tower_name} "
-                        f"({type(tower).__name__}) has no [CLS] token; supported vision towers: CLIPVisionModel"
-                    )
-                self.vision_attention(model, modality, score_layer)
-
-    def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
-        """The scored attention of this modality's own tower: images and videos have separate CLIP weights."""
-        layers = getattr(model.model, TOWERS[modality]).encoder.layers
-        feature_layer = model.config.vision_feature_layer if score_layer is None else score_layer
-        attention = layers[encoder_layer_for_feature(feature_layer, len(layers))].self_attn
-        return VisionAttention(attention.q_proj, attention.k_proj, attention.num_heads, attention.scale)
 
     def feature_rows(self, modality: str, kept: torch.Tensor, num_rows: int) -> torch.Tensor:
         """Video rows are [CLS, patch 0, ...]: patch i is row i + 1, and stock mode keeps row 0 too."""
@@ -90,9 +52,6 @@ class VideoLlavaAdapter(ModelAdapter):
         if self.mode == "paper":
             return patches
         return torch.cat([patches.new_zeros(patches.shape[0], 1), patches], dim=1)
-
-    def projector(self, model: nn.Module) -> nn.Module:
-        return model.model.multi_modal_projector
 
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         encoded = dict(inputs.get("mm_encoder_outputs") or {})

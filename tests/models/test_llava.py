@@ -35,5 +35,5 @@ def test_adapter_locates_modules(tiny):
 def test_vision_tower_without_cls_is_refused(tiny):
     """A class named like SigLIP's tower stands in for an encoder whose patches have no [CLS] token."""
     tiny.model.vision_tower.__class__ = type("SiglipVisionModel", (type(tiny.model.vision_tower),), {})
-    with pytest.raises(ValueError, match="SiglipVisionModel has no \\[CLS\\] token"):
+    with pytest.raises(ValueError, match=r"the vision_tower \(SiglipVisionModel\) has no \[CLS\] token"):
         adapter_for(tiny).check(tiny, frozenset({"vision_cls_row"}), None)
