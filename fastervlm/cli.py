@@ -91,9 +91,9 @@ def run_generate(args: argparse.Namespace) -> int:
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
     if args.model == demo.TINY:
-        print(random_note("llava-1.5"))
+        print(random_note(args.arch))
     images = open_images(args.image)
-    model, processor = demo.load_llava(args.model, attn=args.attn, device=device)
+    model, processor = demo.load_llava(args.model, arch=args.arch, attn=args.attn, device=device)
     inputs = demo.batch(model, processor, images, args.prompt)
     fastervlm.prune(model, config)
     answers = demo.answers(model, processor, inputs, args.max_new_tokens)
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = commands.add_parser("generate", help="answer one question about each image with a pruned model")
     g.add_argument("--model", required=True, help="hub id or local directory; 'tiny' is the embedded random model")
+    g.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
     g.add_argument("--image", action="append", required=True, help="image file (repeatable)")
     g.add_argument(
         "--prompt", required=True, help="question; wrapped as 'USER: <image>\\n... ASSISTANT:' unless it has <image>"

@@ -157,3 +157,10 @@ def test_prompt_is_wrapped_in_the_llava_template_unless_it_has_an_image_token():
     assert llava_prompt("What is this?") == "USER: <image>\nWhat is this? ASSISTANT:"
     assert llava_prompt("<image>\nCaption:") == "<image>\nCaption:"
     assert llava_prompt("Why?", "<video>") == "USER: <video>\nWhy? ASSISTANT:"
+
+
+def test_generate_on_the_tiny_llava_next(image_file, capsys):
+    argv = ["generate", "--model", "tiny", "--arch", "llava-next", "--image", str(image_file), "--prompt", "What?"]
+    assert main([*argv, "--ratio", "0.9", "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "LLaVA-NeXT" in out.splitlines()[0] and "fastervlm: visual tokens into the LLM 1368 -> " in out
