@@ -1,9 +1,11 @@
-"""`fastervlm demo` and `fastervlm generate`: argparse over fastervlm.demo and fastervlm.viz."""
+"""`fastervlm demo`, `generate` and `viz`: argparse over fastervlm.demo and fastervlm.viz."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -15,7 +17,10 @@ from fastervlm import demo
 from fastervlm.bench import cli as bench_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
-from fastervlm.viz import kept_grid_figure
+from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
+from fastervlm.viz.agreement import agreement
+from fastervlm.viz.kept import config_label
+from fastervlm.viz.samples import folder_samples
 
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
 
@@ -34,6 +39,16 @@ def ratio_list(text: str) -> list[float]:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated ratios like 0.5,0.9, got {text!r}") from None
+
+
+def method_list(text: str) -> list[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"--methods must be comma-separated names from: {', '.join(sorted(METHODS))}; got {text!r}"
+        )
+    return names
 
 
 def positive_int(text: str) -> int:
@@ -104,6 +119,60 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_viz(args: argparse.Namespace) -> int:
+    """One LLaVA-1.5 image: its view, the [CLS] heatmap, and the kept patches of each method x ratio."""
+    configs = [resolve_config(name, {"ratio": ratio}) for name in args.methods for ratio in args.ratios]
+    device = pick_device(args.device)
+    if args.model in (None, demo.TINY):
+        print(random_note("llava-1.5"))
+    image = Image.open(args.image).convert("RGB")
+    model, processor = demo.load_llava(args.model, device=device)
+    inputs = demo.batch(model, processor, [image], args.prompt)
+    heat = cls_attention(model, inputs)[0]
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        reports = kept_reports(model, inputs, configs, progress)
+    size = processor.image_processor.crop_size["height"]
+    grid = adapter_for(model).patch_grid(model)
+    rows: dict[str, list] = {}
+    for config, report in zip(configs, reports, strict=True):
+        title = f"{config_label(config)} ({len(report.kept_indices[0][0])} kept)"
+        rows.setdefault(report.method, []).append((title, overlay(image, report, grid, size=size)))
+    figure = kept_figure(model_view(image, size), heat.reshape(grid).numpy(), rows)
+    for path in save_figure(figure, args.out):
+        print(f"written: {path}")
+    return 0
+
+
+def run_agreement(args: argparse.Namespace) -> int:
+    """IoU of two methods' kept patches on each of --n images of --data, one image per prefill."""
+    if len(args.methods) != 2:
+        raise ValueError(f"--methods must name exactly two methods to compare, got {','.join(args.methods)!r}")
+    configs = [resolve_config(name, {"ratio": args.ratio}) for name in args.methods]
+    device = pick_device(args.device)
+    if args.model in (None, demo.TINY):
+        print(random_note("llava-1.5"))
+    samples = folder_samples(args.data, args.n, args.prompt)
+    model, processor = demo.load_llava(args.model, device=device)
+    per_method: list[list] = [[], []]
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("samples", total=len(samples))
+        for image, prompt in samples:
+            inputs = demo.batch(model, processor, [image], prompt)
+            for kept, report in zip(per_method, kept_reports(model, inputs, configs), strict=True):
+                kept.append(report)
+            progress.advance(task)
+    result = agreement(*per_method)
+    print(
+        f"{result.method_a} vs {result.method_b} at ratio {args.ratio:g} over {len(result.iou)} images: "
+        f"IoU mean {result.mean:.3f}, median {result.median:.3f}"
+    )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**result.to_json(), "ratio": args.ratio}, indent=2) + "\n")
+        print(f"written: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastervlm", description="Training-free visual token pruning for VLMs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     g.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     g.set_defaults(func=run_generate)
+
+    v = commands.add_parser("viz", help="draw the [CLS] attention and each method's kept patches on one image")
+    v.add_argument("--image", required=True, help="image file")
+    v.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
+    v.add_argument("--prompt", default=DEMO_QUESTIONS["images"], help="question (in-LLM methods score from it)")
+    v.add_argument(
+        "--methods", type=method_list, default=["fastervlm", "fastv"], help="comma-separated, e.g. fastervlm,fastv"
+    )
+    v.add_argument("--ratios", type=ratio_list, default=[0.75, 0.9, 0.95], help="comma-separated, e.g. 0.75,0.9")
+    v.add_argument("--out", default="fastervlm_viz.png", help="PNG to write; a PDF of the same name goes beside it")
+    v.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    v.set_defaults(func=run_viz)
+
+    analyze = commands.add_parser("analyze", help="analyses over a folder of images")
+    kinds = analyze.add_subparsers(dest="analysis", required=True)
+    a = kinds.add_parser("agreement", help="IoU of two methods' kept patches per image, with mean and median")
+    a.add_argument("--data", required=True, help="folder of images (sorted by name), optional prompts.txt")
+    a.add_argument("--n", type=positive_int, default=1000, help="images to use (the first n)")
+    a.add_argument("--methods", type=method_list, default=["fastervlm", "fastv"], help="two, comma-separated")
+    a.add_argument("--ratio", type=float, default=0.9, help="fraction of visual tokens removed (default 0.9)")
+    a.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
+    a.add_argument("--prompt", default=DEMO_QUESTIONS["images"], help="prompt for images prompts.txt does not cover")
+    a.add_argument("--json", type=Path, help="write the per-image IoU and the summary as JSON")
+    a.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    a.set_defaults(func=run_agreement)
 
     bench_cli.add_parser(commands)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,46 @@ def test_generate_on_the_tiny_llava_next(image_file, capsys):
     assert main([*argv, "--ratio", "0.9", "--max-new-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert "LLaVA-NeXT" in out.splitlines()[0] and "fastervlm: visual tokens into the LLM 1368 -> " in out
+
+
+def test_viz_with_only_an_image_writes_png_and_pdf_in_the_current_folder(image_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["viz", "--image", str(image_file), "--methods", "fastervlm,fastv", "--ratios", "0.9"])
+    stdout = capsys.readouterr().out
+    assert code == 0 and "RANDOM weights" in stdout
+    assert (tmp_path / "fastervlm_viz.pdf").read_bytes().startswith(b"%PDF")
+    with Image.open(tmp_path / "fastervlm_viz.png") as picture:  # 3 rows (image + heatmap, two methods)
+        assert picture.format == "PNG" and picture.size[1] > 3 * PANEL_INCHES * DPI
+
+
+def test_viz_names_the_allowed_methods(image_file, capsys):
+    assert main(["viz", "--image", str(image_file), "--methods", "fastervlm,nope"]) == 2
+    assert "--methods must be comma-separated names from: fastervlm, fastv" in capsys.readouterr().err
+
+
+def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):
+    data = tmp_path / "images"
+    data.mkdir()
+    for i, image in enumerate(synthetic_images(3)):
+        image.save(data / f"{i}.png")
+    out = tmp_path / "agreement.json"
+    args = [
+        "analyze",
+        "agreement",
+        "--data",
+        str(data),
+        "--n",
+        "2",
+        "--methods",
+        "fastervlm,random",
+        "--json",
+        str(out),
+    ]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["samples"] == 2 and len(result["iou"]) == 2 and result["ratio"] == 0.9
+    assert all(0.0 <= iou <= 1.0 for iou in result["iou"])
+    assert result["mean_iou"] == pytest.approx(sum(result["iou"]) / 2)
+    assert f"IoU mean {result['mean_iou']:.3f}" in capsys.readouterr().out
+    assert main(["analyze", "agreement", "--data", str(data), "--methods", "fastervlm"]) == 2
+    assert "exactly two methods" in capsys.readouterr().err

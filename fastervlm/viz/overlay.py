@@ -10,6 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from fastervlm.report import Report
+
 PANEL_INCHES = 3.0  # each panel's width; kept_grid_figure's PNG is PANEL_INCHES * DPI pixels per panel wide
 TITLE_INCHES = 0.4
 GAP_INCHES = 0.1  # white space between panels
@@ -51,16 +53,41 @@ def kept_pixel_mask(kept: torch.Tensor, grid: tuple[int, int], size: int) -> np.
     return patch.reshape(rows, cols)[pixel_row[:, None], pixel_col[None, :]]
 
 
+def report_view(report: Report, sample: int = 0, view: int = 0) -> torch.Tensor:
+    """Kept patch indices of one view of one sample, with an error naming what the report holds."""
+    if not report.applied:
+        raise ValueError(f"report of {report.method!r} did not apply, so it kept nothing to draw: {report.note}")
+    if not 0 <= sample < len(report.kept_indices):
+        raise ValueError(f"sample must be in [0, {len(report.kept_indices)}) for this report, got {sample!r}")
+    views = report.kept_indices[sample]
+    if not 0 <= view < len(views):
+        raise ValueError(f"view must be in [0, {len(views)}) for sample {sample} of this report, got {view!r}")
+    return views[view]
+
+
 def overlay(
-    image: Image.Image, kept: torch.Tensor, grid: tuple[int, int], *, size: int = 336, dim: float = 0.25
+    image: Image.Image,
+    kept: Report | torch.Tensor,
+    grid: tuple[int, int] = (24, 24),
+    *,
+    sample: int = 0,
+    view: int = 0,
+    size: int = 336,
+    dim: float = 0.25,
 ) -> Image.Image:
-    """The model's view of `image` with kept patches as is and dropped ones darkened to `dim` of their brightness."""
+    """The model's view of `image` with kept patches as is and dropped ones darkened to `dim` of their brightness.
+
+    kept: a Report (fastervlm.last_report(model)), drawn for its `sample` and `view`, or the kept patch indices
+    themselves. The defaults are LLaVA-1.5's: a 24 x 24 grid on a 336 px view; for an in-LLM method on one
+    LLaVA-1.5 image the report's indices over the image tokens are these patch indices.
+    """
     if isinstance(dim, bool) or not isinstance(dim, (int, float)) or not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be a number in [0, 1] (brightness left to dropped patches), got {dim!r}")
-    view = np.asarray(model_view(image, size))
-    mask = kept_pixel_mask(kept, grid, size)
-    dimmed = np.rint(view * dim).astype(np.uint8)
-    return Image.fromarray(np.where(mask[..., None], view, dimmed), "RGB")
+    indices = report_view(kept, sample, view) if isinstance(kept, Report) else kept
+    picture = np.asarray(model_view(image, size))
+    mask = kept_pixel_mask(indices, grid, size)
+    dimmed = np.rint(picture * dim).astype(np.uint8)
+    return Image.fromarray(np.where(mask[..., None], picture, dimmed), "RGB")
 
 
 def kept_grid_figure(
