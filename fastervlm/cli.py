@@ -19,7 +19,10 @@ from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
 from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
 from fastervlm.viz.agreement import agreement
+from fastervlm.viz.analysis_figure import dispersion_figure, png_path, save_png, shift_figure
+from fastervlm.viz.attention_stats import Dispersion, Shift
 from fastervlm.viz.kept import config_label
+from fastervlm.viz.llm_attention import last_token_image_attention
 from fastervlm.viz.samples import folder_samples
 
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
@@ -173,6 +176,57 @@ def run_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_attention(args: argparse.Namespace) -> int:
+    """`analyze shift` or `analyze dispersion` over --n images of --data, one unpruned prefill per image."""
+    if args.plot is not None:
+        png_path(args.plot)
+    device = pick_device(args.device)
+    model_name = args.model or demo.TINY
+    note = random_note("llava-1.5") if model_name == demo.TINY else None
+    if note:
+        print(note)
+    samples = folder_samples(args.data, args.n, args.prompt)
+    model, processor = demo.load_llava(args.model, device=device)
+    rows, cols = adapter_for(model).patch_grid(model)
+    result = Shift(args.bins, rows) if args.analysis == "shift" else Dispersion()
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(args.analysis, total=len(samples))
+        for image, prompt in samples:
+            inputs = demo.batch(model, processor, [image], prompt)
+            llm = last_token_image_attention(model, inputs)[0]
+            if llm.shape[1] != rows * cols:
+                raise ValueError(f"expected {rows * cols} image tokens ({rows}x{cols} grid), got {llm.shape[1]}")
+            if isinstance(result, Shift):
+                result.add(llm)
+            else:
+                result.add(llm, cls_attention(model, inputs)[0])
+            progress.advance(task)
+    out = {"analysis": args.analysis, "model": model_name, "random_weights_note": note, **result.to_json()}
+    where = f"over {out['samples']} images"
+    if isinstance(result, Shift):
+        print(
+            f"LLM last-token attention to image tokens {where}: share in the first quarter "
+            f"{out['first_quarter_share']['mean']:.3f}, last quarter {out['last_quarter_share']['mean']:.3f}; "
+            f"centre of mass {out['centre_of_mass']['mean']:.3f} of the image-token span (0.5 = even)"
+        )
+        figure = shift_figure(result, f"LLM last-token attention by image-token position ({model_name}, {where})")
+    else:
+        print(
+            f"attention entropy / log N {where} (1 = uniform): LLM last token mean "
+            f"{out['llm_entropy_normalised']['mean']:.3f}, median {out['llm_entropy_normalised']['median']:.3f}; "
+            f"vision [CLS] mean {out['cls_entropy_normalised']['mean']:.3f}, "
+            f"median {out['cls_entropy_normalised']['median']:.3f}"
+        )
+        figure = dispersion_figure(result, f"attention dispersion ({model_name}, {where})")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"written: {args.json}")
+    if args.plot is not None:
+        print(f"written: {save_png(figure, args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastervlm", description="Training-free visual token pruning for VLMs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", type=Path, help="write the per-image IoU and the summary as JSON")
     a.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     a.set_defaults(func=run_agreement)
+    helps = {
+        "shift": "where the LLM's last token attends among the image tokens, by raster position",
+        "dispersion": "entropy of the LLM's last-token image attention vs the vision [CLS] attention",
+    }
+    for name, text in helps.items():
+        k = kinds.add_parser(name, help=text)
+        k.add_argument("--data", required=True, help="folder of images (sorted by name), optional prompts.txt")
+        k.add_argument("--n", type=positive_int, default=1000, help="images to use (the first n)")
+        if name == "shift":
+            k.add_argument("--bins", type=positive_int, default=8, help="position bins over the image tokens")
+        k.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
+        k.add_argument(
+            "--prompt", default=DEMO_QUESTIONS["images"], help="prompt for images prompts.txt does not cover"
+        )
+        k.add_argument("--json", type=Path, help="write the per-image numbers and the summary as JSON")
+        k.add_argument("--plot", type=Path, help="write a PNG plot of the summary")
+        k.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+        k.set_defaults(func=run_attention)
 
     bench_cli.add_parser(commands)
     return parser

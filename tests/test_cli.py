@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,50 @@ def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):
     assert f"IoU mean {result['mean_iou']:.3f}" in capsys.readouterr().out
     assert main(["analyze", "agreement", "--data", str(data), "--methods", "fastervlm"]) == 2
     assert "exactly two methods" in capsys.readouterr().err
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    data = tmp_path / "images"
+    data.mkdir()
+    for i, image in enumerate(synthetic_images(3)):
+        image.save(data / f"{i}.png")
+    (data / "prompts.txt").write_text("What is here?\nDescribe it.\nAny shapes?\n")
+    return data
+
+
+def test_analyze_shift_writes_bin_shares_that_sum_to_one_and_a_png(image_folder, tmp_path, capsys):
+    out, plot = tmp_path / "shift.json", tmp_path / "shift.png"
+    args = ["analyze", "shift", "--data", str(image_folder), "--n", "2", "--bins", "24"]
+    assert main([*args, "--json", str(out), "--plot", str(plot)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "tiny" and "RANDOM weights" in result["random_weights_note"]
+    assert result["samples"] == 2 and len(result["per_image"]) == 2
+    assert sum(result["mean_share_per_bin"]) == pytest.approx(1.0)
+    assert result["mean_share_per_bin"] == pytest.approx(result["mean_share_per_grid_row"])  # 24 bins = 24 rows
+    assert len(result["mean_share_per_bin_per_layer"]) == 17
+    for image in result["per_image"]:
+        assert sum(image["share_per_bin"]) == pytest.approx(1.0) and 0.0 <= image["centre_of_mass"] <= 1.0
+        assert image["first_quarter_share"] == pytest.approx(sum(image["share_per_bin"][:6]))
+        assert image["last_quarter_share"] == pytest.approx(sum(image["share_per_bin"][-6:]))
+    assert Image.open(plot).format == "PNG"
+    assert f"centre of mass {result['centre_of_mass']['mean']:.3f}" in capsys.readouterr().out
+    assert main([*args[:-2], "--bins", "577"]) == 2
+    assert "bins must be between 1 and the 576 image tokens" in capsys.readouterr().err
+
+
+def test_analyze_dispersion_writes_entropies_within_zero_and_log_n(image_folder, tmp_path, capsys):
+    out, plot = tmp_path / "dispersion.json", tmp_path / "dispersion.png"
+    args = ["analyze", "dispersion", "--data", str(image_folder), "--n", "2", "--json", str(out), "--plot", str(plot)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    log_n = math.log(576)
+    for image in result["per_image"]:
+        assert all(0.0 <= e <= log_n + 1e-9 for e in [*image["llm_entropy_per_layer"], image["cls_entropy"]])
+        assert image["llm_entropy_normalised"] == pytest.approx(image["llm_entropy"] / log_n)
+        assert image["cls_entropy_normalised"] == pytest.approx(image["cls_entropy"] / log_n)
+    assert result["cls_entropy"]["mean"] == pytest.approx(sum(i["cls_entropy"] for i in result["per_image"]) / 2)
+    assert Image.open(plot).format == "PNG"
+    assert "vision [CLS] mean" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "dispersion.pdf")]) == 2
+    assert "--plot must name a .png file" in capsys.readouterr().err
