@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from fastervlm.methods import MethodConfig, resolve_config
+from fastervlm.methods import MethodConfig, UnknownOption, resolve_config
 from fastervlm.models import adapter_class, adapter_for
 from fastervlm.report import Report
 from fastervlm.runtime.installation import Installation
@@ -24,7 +24,11 @@ def prune(model: nn.Module, method: str | MethodConfig = "fastervlm", **options:
         raise ValueError("model is already pruned; call fastervlm.unprune(model) first")
     family = adapter_class(model)
     adapter = adapter_for(model, **{k: options.pop(k) for k in list(options) if k in family.options})
-    config = resolve_config(method, options)
+    try:
+        config = resolve_config(method, options)
+    except UnknownOption as error:
+        model_options = ", ".join(sorted(family.options)) or "none"
+        raise UnknownOption(f"{error}; {type(model).__name__}'s own options: {model_options}") from None
     setattr(model, ATTR, Installation.attach(model, adapter, config))
     return model
 

@@ -303,6 +303,7 @@ def test_last_report_is_none_before_any_forward(tiny):
         ({"method": "nope"}, "unknown method 'nope'; choose one of: fastervlm"),
         ({"method": "fastervlm", "colour": 1}, "unknown option\\(s\\) \\['colour'\\]"),
         ({"score_layer": 0}, "score_layer must select an encoder layer"),
+        ({"mode": "paper"}, "unknown option.* \\['mode'\\] .*LlavaForConditionalGeneration's own options: none"),
     ],
 )
 def test_bad_arguments_name_the_argument(tiny, options, match):

@@ -44,6 +44,10 @@ METHODS: dict[str, Method] = {
 }
 
 
+class UnknownOption(ValueError):
+    """An option that neither the method's config nor the model family takes."""
+
+
 def method_entry(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
@@ -71,7 +75,7 @@ def resolve_config(method: str | MethodConfig, options: dict[str, Any]) -> Metho
     allowed = {f.name for f in fields(config_cls)}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; allowed: {', '.join(sorted(allowed))}")
+        raise UnknownOption(f"unknown option(s) {unknown} for method {method!r}; allowed: {', '.join(sorted(allowed))}")
     if "tokens" in options and "ratio" not in options:
         options = {**options, "ratio": None}
     return config_cls(**options)
