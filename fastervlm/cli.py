@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
+from torch import nn
+from transformers import ProcessorMixin
 
 import fastervlm
 from fastervlm import demo
@@ -20,7 +23,9 @@ from fastervlm.models import adapter_for
 from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
 from fastervlm.viz.agreement import agreement
 from fastervlm.viz.analysis_figure import dispersion_figure, png_path, save_png, shift_figure
+from fastervlm.viz.anyres import crops_overlay, kept_views, stock_layouts
 from fastervlm.viz.attention_stats import Dispersion, Shift
+from fastervlm.viz.frames import frame_overlays, frame_views
 from fastervlm.viz.kept import config_label
 from fastervlm.viz.llm_attention import last_token_image_attention
 from fastervlm.viz.samples import folder_samples
@@ -123,13 +128,31 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_viz(args: argparse.Namespace) -> int:
-    """One LLaVA-1.5 image: its view, the [CLS] heatmap, and the kept patches of each method x ratio."""
+    """One image (a synthetic video for video-llava): its view, the [CLS] heatmap, the kept patches per method x ratio.
+
+    LLaVA-1.5 gets one row per method; LLaVA-NeXT one row per method x ratio (base view, then the crops in place on
+    the padded grid-resolution image); Video-LLaVA one row per method x ratio holding its 8 frames.
+    """
+    if (args.image is None) != (args.arch == "video-llava"):
+        raise ValueError(
+            f"--image is required for --arch llava-1.5 and llava-next and not taken by video-llava (which draws a "
+            f"synthetic 8-frame video), got --arch {args.arch} with --image {args.image!r}"
+        )
+    args.prompt = args.prompt or DEMO_QUESTIONS[demo.ARCHS[args.arch].media]
     configs = [resolve_config(name, {"ratio": ratio}) for name in args.methods for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
-        print(random_note("llava-1.5"))
+        print(random_note(args.arch))
+    model, processor = demo.load_llava(args.model, arch=args.arch, device=device)
+    draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}[args.arch]
+    figure = draw(model, processor, args, configs)
+    for path in save_figure(figure, args.out):
+        print(f"written: {path}")
+    return 0
+
+
+def viz_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
     image = Image.open(args.image).convert("RGB")
-    model, processor = demo.load_llava(args.model, device=device)
     inputs = demo.batch(model, processor, [image], args.prompt)
     heat = cls_attention(model, inputs)[0]
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -140,10 +163,57 @@ def run_viz(args: argparse.Namespace) -> int:
     for config, report in zip(configs, reports, strict=True):
         title = f"{config_label(config)} ({len(report.kept_indices[0][0])} kept)"
         rows.setdefault(report.method, []).append((title, overlay(image, report, grid, size=size)))
-    figure = kept_figure(model_view(image, size), heat.reshape(grid).numpy(), rows)
-    for path in save_figure(figure, args.out):
-        print(f"written: {path}")
-    return 0
+    return kept_figure(model_view(image, size), heat.reshape(grid).numpy(), rows)
+
+
+def viz_llava_next(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
+    """Base view (squashed, as the model sees it) and the crops in place; the heatmap covers the base view."""
+    image = Image.open(args.image).convert("RGB")
+    inputs = demo.batch(model, processor, [image], args.prompt)
+    heat = cls_attention(model, inputs)[0]  # views in order: the base view first
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        reports = kept_reports(model, inputs, configs, progress)
+    size = processor.image_processor.crop_size["height"]
+    pinpoints = processor.image_processor.image_grid_pinpoints
+    grid = adapter_for(model).patch_grid(model)
+    layout = stock_layouts(model, inputs["image_sizes"])[0]
+    base = demo.squashed_view(image, size)
+    rows = {}
+    for config, report in zip(configs, reports, strict=True):
+        views = kept_views(report.kept_indices[0], layout)
+        crops = sum(len(kept) for kept in views[1:])
+        rows[config_label(config)] = [
+            (f"{config_label(config)}: base view ({len(views[0])} kept)", overlay(base, views[0], grid, size=size)),
+            (f"{len(views) - 1} crops ({crops} kept)", crops_overlay(image, views, pinpoints, grid, size=size)),
+        ]
+    return kept_figure(base, heat.reshape(grid).numpy(), rows, "vision [CLS] attention, base view only")
+
+
+def viz_video_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
+    """The 8 frames of a synthetic video per method x ratio; the heatmap is frame 1's video-tower [CLS] row."""
+    frames = demo.ARCHS["video-llava"].synthetic(1)[0]
+    inputs = demo.batch(model, processor, [frames], args.prompt, "videos")
+    heat = cls_attention(model, inputs, "video")[0]
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        reports = kept_reports(model, inputs, configs, progress)
+    size = model.config.vision_config.image_size  # the frame side the video tower takes (224)
+    grid = adapter_for(model).patch_grid(model)
+    patches = grid[0] * grid[1]
+    rows_per_frame = int((inputs["input_ids"] == model.config.video_token_id).sum()) // len(frames)
+    rows = {}
+    for config, report in zip(configs, reports, strict=True):
+        views = frame_views(report.kept_indices[0], len(frames), rows_per_frame, patches)
+        pictures = frame_overlays(frames, views, grid, size=size)
+        rows[config_label(config)] = [
+            (
+                f"{config_label(config)}: frame {f + 1} ({len(kept)} kept)"
+                if f == 0
+                else f"frame {f + 1} ({len(kept)} kept)",
+                picture,
+            )
+            for f, (kept, picture) in enumerate(zip(views, pictures, strict=True))
+        ]
+    return kept_figure(model_view(frames[0], size), heat.reshape(grid).numpy(), rows, "video [CLS] attention, frame 1")
 
 
 def run_agreement(args: argparse.Namespace) -> int:
@@ -265,9 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=run_generate)
 
     v = commands.add_parser("viz", help="draw the [CLS] attention and each method's kept patches on one image")
-    v.add_argument("--image", required=True, help="image file")
+    v.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    v.add_argument("--image", help="image file; required except for video-llava, which draws a synthetic video")
     v.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
-    v.add_argument("--prompt", default=DEMO_QUESTIONS["images"], help="question (in-LLM methods score from it)")
+    v.add_argument("--prompt", help="question (in-LLM methods score from it); default: a generic one")
     v.add_argument(
         "--methods", type=method_list, default=["fastervlm", "fastv"], help="comma-separated, e.g. fastervlm,fastv"
     )

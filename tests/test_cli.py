@@ -256,3 +256,22 @@ def test_analyze_dispersion_writes_entropies_within_zero_and_log_n(image_folder,
     assert "vision [CLS] mean" in capsys.readouterr().out
     assert main([*args[:-1], str(tmp_path / "dispersion.pdf")]) == 2
     assert "--plot must name a .png file" in capsys.readouterr().err
+
+
+def test_viz_llava_next_draws_base_view_and_crops(image_file, tmp_path, capsys):
+    out = tmp_path / "next.png"
+    args = ["viz", "--arch", "llava-next", "--image", str(image_file), "--methods", "fastervlm,fastv"]
+    assert main([*args, "--ratios", "0.9", "--out", str(out)]) == 0
+    assert f"written: {out}" in capsys.readouterr().out and out.with_suffix(".pdf").exists()
+
+
+def test_viz_video_llava_draws_a_synthetic_video_and_refuses_an_image(image_file, tmp_path, capsys):
+    out = tmp_path / "video.png"
+    assert (
+        main(["viz", "--arch", "video-llava", "--methods", "fastervlm,fastv", "--ratios", "0.9", "--out", str(out)])
+        == 0
+    )
+    with Image.open(out) as picture:  # 8 frames per method x ratio row
+        assert picture.width == round(8 * PANEL_INCHES * DPI + 90)
+    assert main(["viz", "--arch", "video-llava", "--image", str(image_file)]) == 2
+    assert "--image" in capsys.readouterr().err

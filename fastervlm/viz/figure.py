@@ -23,9 +23,16 @@ IMAGE_TITLE = "model view"
 METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
-def kept_figure(picture: Image.Image, heat: np.ndarray, rows: dict[str, list[tuple[str, Image.Image]]]) -> Figure:
+def kept_figure(
+    picture: Image.Image,
+    heat: np.ndarray,
+    rows: dict[str, list[tuple[str, Image.Image]]],
+    heat_title: str = HEAT_TITLE,
+) -> Figure:
     """picture: what the model saw; heat: (grid rows, grid cols) attention spread over the whole picture;
-    rows: one row of (title, picture with dropped patches dimmed) per method, one panel per budget.
+    rows: one row of (title, picture with dropped patches dimmed) per method (or method x budget), one panel each.
+    heat_title names what the heatmap covers where that is less than everything drawn (LLaVA-NeXT's base view).
+    Panels share one size, tall enough for the tallest picture (a LLaVA-NeXT crop canvas can be 1 x 3).
 
     The heatmap is drawn on the dimmed picture with a colour bar in the attention's own units, so a reader sees
     both where the peaks are and how peaked they are.
@@ -34,7 +41,7 @@ def kept_figure(picture: Image.Image, heat: np.ndarray, rows: dict[str, list[tup
     if heat.ndim != 2:
         raise ValueError(f"heat must be a 2-D (rows, cols) grid of attention, got shape {heat.shape}")
     width, height = picture.size
-    aspect = height / width
+    aspect = max(p.height / p.width for p in [picture, *(drawn for panels in rows.values() for _, drawn in panels)])
     cols = max(2, *(len(panels) for panels in rows.values())) if rows else 2
     panel_height = PANEL_INCHES * aspect + TITLE_INCHES
     total_width, total_height = PANEL_INCHES * cols + COLORBAR_INCHES, panel_height * (1 + len(rows))
@@ -62,7 +69,7 @@ def kept_figure(picture: Image.Image, heat: np.ndarray, rows: dict[str, list[tup
     heat_axes = grid[0, 1]
     heat_axes.imshow(picture, interpolation="nearest", alpha=0.5)
     shown = heat_axes.imshow(heat, cmap="inferno", alpha=0.75, extent=(0, width, height, 0), interpolation="nearest")
-    heat_axes.set_title(HEAT_TITLE, fontsize=9)
+    heat_axes.set_title(heat_title, fontsize=9)
     bar = figure.colorbar(shown, cax=heat_axes.inset_axes((1.03, 0.0, 0.05, 1.0)))
     bar.set_label(HEAT_LABEL, fontsize=8)
     bar.ax.tick_params(labelsize=7)

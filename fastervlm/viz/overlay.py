@@ -84,10 +84,17 @@ def overlay(
     if isinstance(dim, bool) or not isinstance(dim, (int, float)) or not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be a number in [0, 1] (brightness left to dropped patches), got {dim!r}")
     indices = report_view(kept, sample, view) if isinstance(kept, Report) else kept
-    picture = np.asarray(model_view(image, size))
-    mask = kept_pixel_mask(indices, grid, size)
-    dimmed = np.rint(picture * dim).astype(np.uint8)
-    return Image.fromarray(np.where(mask[..., None], picture, dimmed), "RGB")
+    return dim_dropped(model_view(image, size), kept_pixel_mask(indices, grid, size), dim)
+
+
+def dim_dropped(picture: Image.Image, mask: np.ndarray, dim: float) -> Image.Image:
+    """The picture with pixels outside `mask` (kept pixels, same height x width) darkened to `dim` of their
+    brightness: one rule for a single view, a LLaVA-NeXT crop canvas and a video frame alike."""
+    pixels = np.asarray(picture.convert("RGB"))
+    if mask.shape != pixels.shape[:2]:
+        raise ValueError(f"mask must match the picture's (height, width) {pixels.shape[:2]}, got {mask.shape}")
+    dimmed = np.rint(pixels * dim).astype(np.uint8)
+    return Image.fromarray(np.where(mask[..., None], pixels, dimmed), "RGB")
 
 
 def kept_grid_figure(
