@@ -28,7 +28,7 @@ from fastervlm.viz.attention_stats import Dispersion, Shift
 from fastervlm.viz.frames import frame_overlays, frame_views
 from fastervlm.viz.kept import config_label
 from fastervlm.viz.llm_attention import last_token_image_attention
-from fastervlm.viz.samples import folder_samples
+from fastervlm.viz.samples import samples as data_samples
 
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
 
@@ -224,7 +224,7 @@ def run_agreement(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
         print(random_note("llava-1.5"))
-    samples = folder_samples(args.data, args.n, args.prompt)
+    samples = data_samples(args.data, args.n, args.prompt)
     model, processor = demo.load_llava(args.model, device=device)
     per_method: list[list] = [[], []]
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -255,7 +255,7 @@ def run_attention(args: argparse.Namespace) -> int:
     note = random_note("llava-1.5") if model_name == demo.TINY else None
     if note:
         print(note)
-    samples = folder_samples(args.data, args.n, args.prompt)
+    samples = data_samples(args.data, args.n, args.prompt)
     model, processor = demo.load_llava(args.model, device=device)
     rows, cols = adapter_for(model).patch_grid(model)
     result = Shift(args.bins, rows) if args.analysis == "shift" else Dispersion()
@@ -350,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="analyses over a folder of images")
     kinds = analyze.add_subparsers(dest="analysis", required=True)
     a = kinds.add_parser("agreement", help="IoU of two methods' kept patches per image, with mean and median")
-    a.add_argument("--data", required=True, help="folder of images (sorted by name), optional prompts.txt")
+    a.add_argument(
+        "--data",
+        required=True,
+        help="folder of images (sorted by name, optional prompts.txt) or a datasets save_to_disk folder",
+    )
     a.add_argument("--n", type=positive_int, default=1000, help="images to use (the first n)")
     a.add_argument("--methods", type=method_list, default=["fastervlm", "fastv"], help="two, comma-separated")
     a.add_argument("--ratio", type=float, default=0.9, help="fraction of visual tokens removed (default 0.9)")
@@ -365,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         k = kinds.add_parser(name, help=text)
-        k.add_argument("--data", required=True, help="folder of images (sorted by name), optional prompts.txt")
+        k.add_argument(
+            "--data",
+            required=True,
+            help="folder of images (sorted by name, optional prompts.txt) or a datasets save_to_disk folder",
+        )
         k.add_argument("--n", type=positive_int, default=1000, help="images to use (the first n)")
         if name == "shift":
             k.add_argument("--bins", type=positive_int, default=8, help="position bins over the image tokens")

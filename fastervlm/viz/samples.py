@@ -1,4 +1,4 @@
-"""Image + prompt pairs from a folder, for the analyses that run over many samples."""
+"""Image + prompt pairs from a folder or a saved `datasets` dataset, for the analyses over many samples."""
 
 from __future__ import annotations
 
@@ -8,6 +8,32 @@ from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PROMPTS_FILE = "prompts.txt"  # optional: one prompt per line, for the images in sorted file-name order
+PROMPT_COLUMNS = ("prompt", "question", "text")  # a dataset's prompt column, the first of these it has
+
+
+def samples(data: str | Path, n: int, default_prompt: str) -> list[tuple[Image.Image, str]]:
+    """A folder written by `datasets.Dataset.save_to_disk` is read as a dataset; any other folder as images."""
+    if (Path(data) / "dataset_info.json").is_file() or (Path(data) / "state.json").is_file():
+        return dataset_samples(data, n, default_prompt)
+    return folder_samples(data, n, default_prompt)
+
+
+def dataset_samples(path: str | Path, n: int, default_prompt: str) -> list[tuple[Image.Image, str]]:
+    """The first n rows of a saved dataset: its "image" column, and its prompt column or `default_prompt`."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            "reading a saved dataset needs the `datasets` package: pip install 'fastervlm[eval]'"
+        ) from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (samples to analyse), got {n!r}")
+    table = datasets.load_from_disk(str(path))
+    if "image" not in table.column_names:
+        raise ValueError(f"--data {str(path)!r}: the dataset needs an 'image' column, it has {table.column_names}")
+    prompt = next((c for c in PROMPT_COLUMNS if c in table.column_names), None)
+    rows = table.select(range(min(n, len(table))))
+    return [(row["image"].convert("RGB"), row[prompt] if prompt else default_prompt) for row in rows]
 
 
 def folder_samples(folder: str | Path, n: int, default_prompt: str) -> list[tuple[Image.Image, str]]:
