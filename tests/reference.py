@@ -14,9 +14,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from fastervlm.budget import kept_count
 
 
-def eager_cls_scores(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
-    """[CLS] -> patch attention at the feature layer, heads averaged, from materialised eager maps."""
-    tower = model.model.vision_tower
+def tower_cls_scores(tower: torch.nn.Module, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
+    """[CLS] -> patch attention at the feature layer, heads averaged, one row per view, from materialised eager
+    maps (images, heads, 1 + N, 1 + N)."""
     previous = tower.config._attn_implementation
     tower.set_attn_implementation("eager")
     try:
@@ -24,8 +24,11 @@ def eager_cls_scores(model: LlavaForConditionalGeneration, pixel_values: torch.T
             out = tower(pixel_values, output_attentions=True)
     finally:
         tower.set_attn_implementation(previous)
-    attentions = out.attentions[model.config.vision_feature_layer]  # (images, heads, 1 + N, 1 + N)
-    return attentions[:, :, 0, 1:].mean(dim=1)
+    return out.attentions[feature_layer][:, :, 0, 1:].mean(dim=1)
+
+
+def eager_cls_scores(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    return tower_cls_scores(model.model.vision_tower, pixel_values, model.config.vision_feature_layer)
 
 
 def reference_kept(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor, ratio: float) -> torch.Tensor:

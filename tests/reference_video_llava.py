@@ -7,25 +7,13 @@ attention maps of the stock towers, and the expected outputs from the stock mode
 from __future__ import annotations
 
 import torch
-from torch import nn
 from transformers import VideoLlavaForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from fastervlm.budget import kept_count
+from tests.reference import tower_cls_scores
 
 PIXELS = {"image": "pixel_values", "video": "pixel_values_videos"}
-
-
-def eager_cls_scores(tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
-    """[CLS] -> patch attention at the feature layer, heads averaged, one row per view (image or frame)."""
-    previous = tower.config._attn_implementation
-    tower.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = tower(pixel_values, output_attentions=True)
-    finally:
-        tower.set_attn_implementation(previous)
-    return out.attentions[feature_layer][:, :, 0, 1:].mean(dim=1)
 
 
 def reference_kept(model: VideoLlavaForConditionalGeneration, inputs: dict, ratio: float) -> dict[str, torch.Tensor]:
@@ -37,7 +25,7 @@ def reference_kept(model: VideoLlavaForConditionalGeneration, inputs: dict, rati
             continue
         pixels = inputs[key].flatten(0, 1) if modality == "video" else inputs[key]  # videos: (B * frames, C, H, W)
         tower = model.model.video_tower if modality == "video" else model.model.image_tower
-        scores = eager_cls_scores(tower, pixels, layer)
+        scores = tower_cls_scores(tower, pixels, layer)
         k = kept_count(scores.shape[1], ratio)
         kept[modality] = scores.topk(k, dim=-1).indices.sort(dim=-1).values
     return kept
