@@ -70,8 +70,11 @@ def tiny_processor() -> LlavaProcessor:
     )
 
 
-def tiny_llava_config(
+def tiny_towers(
+    tokenizer: PreTrainedTokenizerFast,
     *,
+    image_size: int = IMAGE_SIZE,
+    max_positions: int = 2048,
     vision_layers: int = 3,
     vision_hidden: int = 32,
     text_layers: int = 2,
@@ -79,11 +82,10 @@ def tiny_llava_config(
     heads: int = 4,
     kv_heads: int = 2,
     vocab_size: int | None = None,
-) -> LlavaConfig:
-    """Config whose special-token ids agree with `tiny_tokenizer`, so processor output feeds the model as is."""
-    tok = tiny_tokenizer()
+) -> tuple[CLIPVisionConfig, LlamaConfig]:
+    """A tiny CLIP tower at the real geometry and a tiny Llama whose special ids are the tokenizer's."""
     vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE,
+        image_size=image_size,
         patch_size=PATCH_SIZE,
         hidden_size=vision_hidden,
         intermediate_size=4 * vision_hidden,
@@ -92,20 +94,30 @@ def tiny_llava_config(
         projection_dim=vision_hidden,
     )
     text = LlamaConfig(
-        vocab_size=vocab_size or len(tok),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=text_hidden,
         intermediate_size=4 * text_hidden,
         num_hidden_layers=text_layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=max_positions,
         # 5x Llama's default: attention is then sharp enough that positions and the kept set change the
         # greedy tokens, so token-level tests can tell a right runtime from a subtly wrong one.
         initializer_range=0.1,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
+    return vision, text
+
+
+def tiny_llava_config(**sizes: int) -> LlavaConfig:
+    """Config whose special-token ids agree with `tiny_tokenizer`, so processor output feeds the model as is.
+
+    sizes: tiny_towers' keywords (vision_layers, text_layers, text_hidden, ...).
+    """
+    tok = tiny_tokenizer()
+    vision, text = tiny_towers(tok, **sizes)
     return LlavaConfig(
         vision_config=vision,
         text_config=text,

@@ -15,8 +15,6 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import (
     BatchFeature,
-    CLIPVisionConfig,
-    LlamaConfig,
     PreTrainedTokenizerFast,
     VideoLlavaConfig,
     VideoLlavaForConditionalGeneration,
@@ -26,7 +24,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.video_processing_utils import VideoProcessorMixin
 from transformers.video_utils import make_batched_videos
 
-from fastervlm.tiny.llava import seeded_model, tiny_tokenizer
+from fastervlm.tiny.llava import seeded_model, tiny_tokenizer, tiny_towers
 
 FRAME_SIZE = 224
 NUM_FRAMES = 8
@@ -93,39 +91,11 @@ def tiny_video_llava_processor() -> VideoLlavaProcessor:
     )
 
 
-def tiny_video_llava_config(
-    *,
-    vision_layers: int = 3,
-    vision_hidden: int = 32,
-    text_layers: int = 2,
-    text_hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-) -> VideoLlavaConfig:
-    """Config whose special-token ids agree with `tiny_video_llava_tokenizer`."""
+def tiny_video_llava_config(**sizes: int) -> VideoLlavaConfig:
+    """Config whose special-token ids agree with `tiny_video_llava_tokenizer`; sizes: tiny_towers' keywords."""
     tok = tiny_video_llava_tokenizer()
-    vision = CLIPVisionConfig(
-        image_size=FRAME_SIZE,
-        patch_size=14,
-        hidden_size=vision_hidden,
-        intermediate_size=4 * vision_hidden,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=heads,
-        projection_dim=vision_hidden,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=text_hidden,
-        intermediate_size=4 * text_hidden,
-        num_hidden_layers=text_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=8192,  # a sample with a video and an image is already ~2.4k tokens
-        initializer_range=0.1,  # sharp attention, as in tiny_llava: wrong positions or kept sets change tokens
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
+    # A sample with a video and an image is already ~2.4k tokens.
+    vision, text = tiny_towers(tok, image_size=FRAME_SIZE, max_positions=8192, **sizes)
     return VideoLlavaConfig(
         vision_config=vision,
         text_config=text,
