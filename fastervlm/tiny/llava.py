@@ -52,22 +52,21 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+# What LLaVA-1.5 and LLaVA-NeXT preprocess with: the image processor's CLIP settings at 336 px, and the
+# processor's placeholder count (576 per view: the [CLS] token is cropped by the "default" strategy).
+CLIP_336 = {
+    "size": {"shortest_edge": IMAGE_SIZE},
+    "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    "image_mean": OPENAI_CLIP_MEAN,
+    "image_std": OPENAI_CLIP_STD,
+    "do_convert_rgb": True,
+}
+PLACEHOLDERS = {"patch_size": PATCH_SIZE, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+
+
 def tiny_processor() -> LlavaProcessor:
     """LLaVA-1.5 preprocessing (resize 336, centre crop, CLIP stats) without torchvision or downloads."""
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=OPENAI_CLIP_MEAN,
-        image_std=OPENAI_CLIP_STD,
-        do_convert_rgb=True,
-    )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tiny_tokenizer(),
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    return LlavaProcessor(image_processor=CLIPImageProcessorPil(**CLIP_336), tokenizer=tiny_tokenizer(), **PLACEHOLDERS)
 
 
 def tiny_towers(

@@ -8,15 +8,14 @@ and 2-4 crops and up to 2,928 placeholder tokens (1,368 for a 400 x 300 image), 
 from __future__ import annotations
 
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Without torchvision, `LlavaNextImageProcessor` only falls back to this class after a warning.
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from fastervlm.tiny.llava import (
+    CLIP_336,
     IMAGE_SEQ_LENGTH,
-    IMAGE_SIZE,
-    PATCH_SIZE,
+    PLACEHOLDERS,
     seeded_model,
     tiny_llava_config,
     tiny_tokenizer,
@@ -29,21 +28,8 @@ MAX_POSITIONS = 4096  # base view + 2x2 crops + newlines is ~2,900 tokens before
 
 def tiny_llava_next_processor() -> LlavaNextProcessor:
     """LLaVA-NeXT preprocessing (anyres crops, base view, CLIP stats) without torchvision or downloads."""
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_grid_pinpoints=GRID_PINPOINTS,
-        image_mean=OPENAI_CLIP_MEAN,
-        image_std=OPENAI_CLIP_STD,
-        do_convert_rgb=True,
-    )
-    return LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tiny_tokenizer(),
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=GRID_PINPOINTS, **CLIP_336)
+    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer(), **PLACEHOLDERS)
 
 
 def tiny_llava_next_config(**sizes: int) -> LlavaNextConfig:
