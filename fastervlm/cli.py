@@ -18,6 +18,7 @@ from transformers import ProcessorMixin
 import fastervlm
 from fastervlm import demo
 from fastervlm.bench import cli as bench_cli
+from fastervlm.eval import cli as eval_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
 from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
@@ -387,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         k.set_defaults(func=run_attention)
 
     bench_cli.add_parser(commands)
+    eval_cli.add_parser(commands)
     return parser
 
 
