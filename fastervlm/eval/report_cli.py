@@ -1,11 +1,14 @@
-"""`fastervlm table`: a results folder as the paper's tables."""
+"""`fastervlm table` and `fastervlm plot`: a results folder as the paper's tables and score curves."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from fastervlm.eval.paper import PAPER_TABLES, load_paper
+from fastervlm.eval.plot import score_figures, write_figures
 from fastervlm.eval.results import read_results
 from fastervlm.eval.table import FORMATS, Table, build_table, render
 
@@ -20,6 +23,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--paper", metavar="MODEL_TABLE", help=f"{PAPER_HELP}; Markdown and LaTeX show 'ours / paper'")
     t.add_argument("--model", help="only this model's rows (--paper needs one model)")
     t.set_defaults(func=run_table)
+
+    p = commands.add_parser("plot", help="score vs reduction per benchmark and on average, one line per method")
+    p.add_argument("results", type=Path, metavar="RESULTS_DIR", help="a grid's output folder, or a folder of grids")
+    p.add_argument(
+        "--out", type=Path, metavar="PREFIX", help="PREFIX_<model>.png and .pdf (default RESULTS_DIR/plots/scores)"
+    )
+    p.add_argument("--paper", metavar="MODEL_TABLE", help=f"{PAPER_HELP}, dotted with hollow markers")
+    p.add_argument("--model", help="only this model (--paper needs one model)")
+    p.set_defaults(func=run_plot)
 
 
 def load_table(args: argparse.Namespace) -> Table:
@@ -39,4 +51,16 @@ def run_table(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"written: {args.out}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    table = load_table(args)
+    figures = score_figures(table)
+    for path in write_figures(figures, args.out or args.results / "plots" / "scores"):
+        print(f"written: {path}")
+    for figure in figures.values():
+        plt.close(figure)
+    if any(r.tokens is not None for r in table.rows):
+        print("note: rows with a token budget instead of a ratio have no x position and are not plotted")
     return 0
