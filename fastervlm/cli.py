@@ -19,6 +19,7 @@ import fastervlm
 from fastervlm import demo
 from fastervlm.bench import cli as bench_cli
 from fastervlm.eval import cli as eval_cli
+from fastervlm.eval import report_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
 from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_cli.add_parser(commands)
     eval_cli.add_parser(commands)
+    report_cli.add_parsers(commands)
     return parser
 
 

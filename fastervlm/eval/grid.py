@@ -102,6 +102,9 @@ def parse_config(raw: dict[str, Any]) -> GridConfig:
     if judge not in JUDGES:
         raise ValueError(f"config judge: {judge!r} is not one of {', '.join(JUDGES)}")
     models = tuple(ModelSpec(m["name"], m["pretrained"], dict(m.get("args") or {})) for m in raw["models"])
+    for model in models:
+        if "/" in model.name or "__" in model.name:
+            raise ValueError(f"config models: name {model.name!r} names a folder; use no '/' and no '__'")
     gen_kwargs = raw.get("gen_kwargs")
     if isinstance(gen_kwargs, dict):
         gen_kwargs = ",".join(f"{k}={v}" for k, v in gen_kwargs.items())
