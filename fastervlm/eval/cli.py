@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fastervlm.eval import videoqa_cli
+
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Adds `eval` and returns its subcommands, so other eval tools can hang theirs there too."""
@@ -20,6 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersActi
     c.add_argument("config", nargs="?", default="default", help=config_help)
     c.add_argument("--count", action="store_true", help="print only the number of cells (for a Slurm --array)")
     c.set_defaults(func=list_cells)
+    videoqa_cli.add_parser(kinds)
     return kinds
 
 

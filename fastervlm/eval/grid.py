@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from fastervlm.eval import standin
+from fastervlm.eval import standin, videoqa
 from fastervlm.eval.benchmarks import benchmark
 from fastervlm.eval.results import UNPRUNED, Cell, CellResult, cell_dir, is_done, write_result
 from fastervlm.methods import METHODS
@@ -144,11 +144,13 @@ def run(config: GridConfig, out: Path, only: int | None = None) -> int:
         raise ValueError(f"--cell {only} is out of range; the grid has cells 0..{len(cells) - 1}")
     chosen = cells if only is None else [cells[only]]
     pending = [cell for cell in chosen if not is_done(out, cell)]
-    console.print(f"[bold]{config.name}[/]: {len(chosen) - len(pending)} of {len(chosen)} cells done, {len(pending)} to run")
+    console.print(
+        f"[bold]{config.name}[/]: {len(chosen) - len(pending)} of {len(chosen)} cells done, {len(pending)} to run"
+    )
     if not pending:
         return 0
     os.environ["FASTERVLM_VIDEOQA_JUDGE"] = config.judge
-    tasks_dir = standin.materialize_tasks(out / "tasks")
+    tasks_dir = videoqa.materialize(out / "tasks")
     ours_only = all(t.startswith(OUR_TASK_PREFIX) for t in config.tasks)
     manager = TaskManager("WARNING", include_path=str(tasks_dir), include_defaults=not ours_only)
     failures = 0
@@ -225,7 +227,9 @@ def run_cell(config: GridConfig, out: Path, cell: Cell, lm: Any, manager: Any) -
         log_wandb(config, out, cell, result)
         write_result(out, result)
         (folder / "error.txt").unlink(missing_ok=True)
-        console.print(f"  [green]done[/] in {result.runtime_s:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+        console.print(
+            f"  [green]done[/] in {result.runtime_s:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
+        )
         return True
     except Exception:
         (folder / "error.txt").write_text(traceback.format_exc())
@@ -272,7 +276,13 @@ def log_wandb(config: GridConfig, out: Path, cell: Cell, result: CellResult) -> 
         reinit="finish_previous",
         **settings,
     )
-    run.log({**{f"score/{k}": v for k, v in result.scores.items()}, **{f"visual_tokens/{k}": v for k, v in result.visual_tokens.items()}, "runtime_s": result.runtime_s})
+    run.log(
+        {
+            **{f"score/{k}": v for k, v in result.scores.items()},
+            **{f"visual_tokens/{k}": v for k, v in result.visual_tokens.items()},
+            "runtime_s": result.runtime_s,
+        }
+    )
     run.finish()
 
 

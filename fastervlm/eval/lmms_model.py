@@ -196,7 +196,9 @@ class FasterVLMLmms(lmms):
         report = fastervlm.last_report(self._model)
         if report is None or not report.applied:
             note = "no report" if report is None else report.note
-            raise RuntimeError(f"method={self.method!r} did not prune a batch with {placeholders} visual tokens: {note}")
+            raise RuntimeError(
+                f"method={self.method!r} did not prune a batch with {placeholders} visual tokens: {note}"
+            )
         self.tally.kept += report.visual_tokens_out
 
     def _batches(self, requests: list[Instance], key: Callable[[tuple], Any]) -> list[list[tuple[int, tuple]]]:
@@ -220,7 +222,7 @@ class FasterVLMLmms(lmms):
             until = gen_kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
             visuals = [self._doc_visuals(args) for _, args in batch]
-            prompts = [self._messages(args[0], v) for (_, args), v in zip(batch, visuals)]
+            prompts = [self._messages(args[0], v) for (_, args), v in zip(batch, visuals, strict=True)]
             inputs = self._inputs(prompts, visuals)
             temperature = float(gen_kwargs.pop("temperature", 0) or 0)
             do_sample = bool(gen_kwargs.pop("do_sample", False)) or temperature > 0
@@ -238,7 +240,7 @@ class FasterVLMLmms(lmms):
                 out = self._model.generate(**inputs, **generate_kwargs)
             self._count(inputs)
             new = out[:, inputs["input_ids"].shape[1] :]
-            for (index, _), text in zip(batch, self.processor.batch_decode(new, skip_special_tokens=True)):
+            for (index, _), text in zip(batch, self.processor.batch_decode(new, skip_special_tokens=True), strict=True):
                 for stop in until:
                     if stop:
                         text = text.split(stop)[0]
@@ -257,18 +259,19 @@ class FasterVLMLmms(lmms):
         tokenizer = self.processor.tokenizer
         for batch in tqdm(batches, desc="fastervlm loglikelihood", disable=self.rank != 0):
             visuals = [self._doc_visuals(args) for _, args in batch]
-            contexts = [self._messages(args[0], v) for (_, args), v in zip(batch, visuals)]
+            contexts = [self._messages(args[0], v) for (_, args), v in zip(batch, visuals, strict=True)]
             continuations = [self._continuation(args) for _, args in batch]
             lengths = [
-                len(tokenizer(c + t, add_special_tokens=False).input_ids) - len(tokenizer(c, add_special_tokens=False).input_ids)
-                for c, t in zip(contexts, continuations)
+                len(tokenizer(c + t, add_special_tokens=False).input_ids)
+                - len(tokenizer(c, add_special_tokens=False).input_ids)
+                for c, t in zip(contexts, continuations, strict=True)
             ]
-            inputs = self._inputs([c + t for c, t in zip(contexts, continuations)], visuals)
+            inputs = self._inputs([c + t for c, t in zip(contexts, continuations, strict=True)], visuals)
             with torch.inference_mode():
                 logits = self._model(**inputs).logits.float()
             self._count(inputs)
             ids = inputs["input_ids"]
-            for row, ((index, _), n) in enumerate(zip(batch, lengths)):
+            for row, ((index, _), n) in enumerate(zip(batch, lengths, strict=True)):
                 # Left padding: every row ends at the last column; pruning removes only earlier (visual) tokens.
                 target = ids[row, -n:]
                 scores = torch.log_softmax(logits[row, -n - 1 : -1], dim=-1)

@@ -12,8 +12,6 @@ its agreement with the unpruned model (the unpruned cell scores 100), which is w
 from __future__ import annotations
 
 import json
-import shutil
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +41,6 @@ CHAT_TEMPLATE = (
 )
 
 
-def materialize_tasks(dest: Path) -> Path:
-    """Copy the package's task YAMLs into `dest` (an lmms-eval include path); data folders already there stay."""
-    source = resources.files("fastervlm.eval") / "tasks"
-    with resources.as_file(source) as folder:
-        shutil.copytree(folder, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    return Path(dest)
-
-
 def tiny_checkpoint(dest: Path, text_layers: int = 4, seed: int = 0) -> Path:
     """A tiny random LLaVA-1.5 (the real 336/14 vision geometry) saved as a local checkpoint with its processor."""
     dest = Path(dest)
@@ -71,9 +61,7 @@ def write(tasks_dir: Path, n: int = 8, seed: int = 0) -> Path:
     images = synthetic_images(n, seed=seed)
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(n)]
     vqa = {"question_id": list(range(n)), "image": images, "question": questions, "answer": [""] * n}
-    vqa_features = Features(
-        question_id=Value("int64"), image=Image(), question=Value("string"), answer=Value("string")
-    )
+    vqa_features = Features(question_id=Value("int64"), image=Image(), question=Value("string"), answer=Value("string"))
     Dataset.from_dict(vqa, features=vqa_features).to_parquet(str(data / "fvlm_tiny_vqa.parquet"))
     mc = {
         "question_id": list(range(n)),
