@@ -8,11 +8,13 @@ per process; cells switch pruning in place (`FasterVLMLmms.set_pruning`). Under 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -150,7 +152,8 @@ def run(config: GridConfig, out: Path, only: int | None = None) -> int:
     if not pending:
         return 0
     os.environ["FASTERVLM_VIDEOQA_JUDGE"] = config.judge
-    tasks_dir = videoqa.materialize(out / "tasks")
+    with exclusive(out / ".prepare.lock"):
+        tasks_dir = videoqa.materialize(out / "tasks")
     ours_only = all(t.startswith(OUR_TASK_PREFIX) for t in config.tasks)
     manager = TaskManager("WARNING", include_path=str(tasks_dir), include_defaults=not ours_only)
     failures = 0
@@ -172,15 +175,33 @@ def load_model(spec: ModelSpec, out: Path, batch_size: int) -> Any:
 
 
 def prepare_standin(config: GridConfig, tasks_dir: Path, lm: Any, manager: Any) -> None:
-    """Stand-in data on first use, labelled by this (unpruned) model's own answers."""
-    if not set(standin.TASKS) & set(config.tasks) or standin.is_labelled(tasks_dir):
+    """Stand-in data on first use, labelled by this (unpruned) model's own answers.
+
+    Slurm array tasks of one grid start together: a file lock lets the first one label while the others wait.
+    """
+    if not set(standin.TASKS) & set(config.tasks):
         return
-    standin.write(tasks_dir)
-    lm.set_pruning()
-    _, samples = evaluate(config, lm, manager, list(standin.TASKS))
-    if lm.rank == 0:
+    if lm.world_size > 1 and not standin.is_labelled(tasks_dir):
+        raise RuntimeError("the stand-in tasks are labelled by one process: run the grid once without a launcher")
+    with exclusive(tasks_dir / ".standin.lock"):
+        if standin.is_labelled(tasks_dir):
+            return
+        standin.write(tasks_dir)
+        lm.set_pruning()
+        _, samples = evaluate(config, lm, manager, list(standin.TASKS))
         standin.apply_labels(tasks_dir, samples)
-    lm.accelerator.wait_for_everyone()
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An advisory lock on `path`, held for the block (flock: released if the process dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def evaluate(config: GridConfig, lm: Any, manager: Any, tasks: Sequence[str]) -> tuple[dict, dict]:
