@@ -133,7 +133,8 @@ def resolve_pretrained(spec: ModelSpec, out: Path) -> str:
     arch = spec.pretrained.removeprefix(TINY_PREFIX)
     if arch != "llava-1.5":
         raise ValueError(f"pretrained={spec.pretrained!r}: the embedded tiny model is 'tiny:llava-1.5'")
-    return str(standin.tiny_checkpoint(out / "assets" / "tiny-llava-1.5", text_layers=17))
+    with exclusive(out / ".prepare.lock"):
+        return str(standin.tiny_checkpoint(out / "assets" / "tiny-llava-1.5", text_layers=17))
 
 
 def run(config: GridConfig, out: Path, only: int | None = None) -> int:
