@@ -38,7 +38,7 @@ if ((wait)); then
     echo "error: some cells failed (highest exit code $status); their logs are in $out/logs" >&2
     exit "$status"
   }
-  fastervlm eval table "$out"
+  fastervlm table "$out"
 else
   sbatch "${args[@]}" "$@" "$here/eval_grid.sbatch" "$config" "$out"
 fi

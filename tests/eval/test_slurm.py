@@ -101,7 +101,7 @@ def submit_default_grid(out: Path) -> str:
         text=True,
         timeout=900,
     )
-    logs = "\n".join(f"--- {log.name}\n{log.read_text()}" for log in sorted(out.glob("logs/*.out")))
+    logs = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(out.glob("logs/*.out")))
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs}"
     return done.stdout.splitlines()[0]
 
