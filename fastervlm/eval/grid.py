@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from fastervlm.demo import TINY_TEXT_LAYERS
 from fastervlm.eval import standin, videoqa
 from fastervlm.eval.benchmarks import benchmark
 from fastervlm.eval.results import UNPRUNED, Cell, CellResult, cell_dir, is_done, write_result
@@ -134,7 +135,7 @@ def resolve_pretrained(spec: ModelSpec, out: Path) -> str:
     if arch != "llava-1.5":
         raise ValueError(f"pretrained={spec.pretrained!r}: the embedded tiny model is 'tiny:llava-1.5'")
     with exclusive(out / ".prepare.lock"):
-        return str(standin.tiny_checkpoint(out / "assets" / "tiny-llava-1.5", text_layers=17))
+        return str(standin.tiny_checkpoint(out / "assets" / "tiny-llava-1.5", text_layers=TINY_TEXT_LAYERS))
 
 
 def run(config: GridConfig, out: Path, only: int | None = None) -> int:
@@ -231,7 +232,7 @@ def run_cell(config: GridConfig, out: Path, cell: Cell, lm: Any, manager: Any) -
     console.print(f"[cyan]cell[/] {cell.name}")
     start = time.perf_counter()
     try:
-        lm.set_pruning(cell.method, ratio=None if cell.method == UNPRUNED else cell.ratio, **cell.options)
+        lm.set_pruning(cell.method, ratio=cell.ratio, **cell.options)
         results, samples = evaluate(config, lm, manager, config.tasks)
         if lm.rank != 0:
             return True

@@ -16,7 +16,7 @@ evaluation instead of scoring an empty answer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,10 +29,10 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor
 
 import fastervlm
+from fastervlm.eval.results import UNPRUNED
 from fastervlm.eval.video import load_frames
 from fastervlm.models import ADAPTERS
 
-UNPRUNED = "none"
 DTYPES = {"auto": "auto", "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -54,7 +54,6 @@ class TokenTally:
     samples: int = 0
     total: int = 0
     kept: int = 0
-    per_layer: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
         n = max(self.samples, 1)
@@ -186,7 +185,7 @@ class FasterVLMLmms(lmms):
     def _count(self, inputs: dict[str, torch.Tensor]) -> None:
         """Tally the visual tokens the language model really got; a pruned batch that was not pruned raises."""
         config = self._model.config
-        token_ids = [i for i in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))]
+        token_ids = (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
         placeholders = sum(int((inputs["input_ids"] == i).sum()) for i in token_ids if i is not None)
         self.tally.samples += inputs["input_ids"].shape[0]
         self.tally.total += placeholders
