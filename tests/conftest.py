@@ -29,6 +29,17 @@ def tiny(make_llava) -> LlavaForConditionalGeneration:
     return make_llava(seed=0)
 
 
+@pytest.fixture
+def no_eager_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any call of LLaMA's eager attention kernel fails the test: in-LLM methods must keep the sdpa kernel."""
+    import transformers.models.llama.modeling_llama as llama
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the eager attention kernel ran")
+
+    monkeypatch.setattr(llama, "eager_attention_forward", refuse)
+
+
 @pytest.fixture(scope="session")
 def batch(processor: LlavaProcessor) -> BatchFeature:
     """Two images of different sizes, prompts of different lengths: left padding is exercised."""

@@ -114,13 +114,7 @@ def test_ratio_zero_reproduces_stock(make_llava, batch, attn):
     assert torch.equal(got, expected)
 
 
-def test_sdpa_language_model_never_runs_eager(make_llava, batch, monkeypatch):
-    import transformers.models.llama.modeling_llama as llama
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the eager attention kernel ran")
-
-    monkeypatch.setattr(llama, "eager_attention_forward", refuse)
+def test_sdpa_language_model_never_runs_eager(make_llava, batch, no_eager_attention):
     model = fastervlm.prune(make_llava(text_layers=LAYERS), method="fastv", ratio=0.75)
     with torch.no_grad():
         model.generate(**batch, max_new_tokens=3, do_sample=False)

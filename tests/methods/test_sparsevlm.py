@@ -202,13 +202,7 @@ def test_ratio_one_leaves_no_visual_token_after_the_first_stage(make_llava, batc
     assert [layers[3] for layers in report.seq_len_per_layer] == [n - 576 for n in batch["attention_mask"].sum(1)]
 
 
-def test_sdpa_language_model_never_runs_eager(make_llava, batch, monkeypatch):
-    import transformers.models.llama.modeling_llama as llama
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the eager attention kernel ran")
-
-    monkeypatch.setattr(llama, "eager_attention_forward", refuse)
+def test_sdpa_language_model_never_runs_eager(make_llava, batch, no_eager_attention):
     model = fastervlm.prune(make_llava(text_layers=LAYERS), method="sparsevlm", tokens=64)
     with torch.no_grad():
         model.generate(**batch, max_new_tokens=3, do_sample=False)
