@@ -156,21 +156,18 @@ def environment(device: str) -> dict:
     return info
 
 
-def latency_table(rows: list[LatencyRow]) -> Table:
-    out = Table(title=f"measured latency, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, batch {rows[0].batch})")
-    for name in (
-        "method",
-        "ratio",
-        "visual tokens",
-        "prefill ms",
-        "IQR",
-        "decode tok/s",
-        "generate ms",
-        "peak MB",
-        "speed-up",
-        "ideal",
-    ):
+def method_table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table with one row per method x ratio: the method column left-aligned and unwrapped, numbers right."""
+    out = Table(title=title)
+    for name in columns:
         out.add_column(name, justify="left" if name == "method" else "right", no_wrap=name == "method")
+    return out
+
+
+def latency_table(rows: list[LatencyRow]) -> Table:
+    title = f"measured latency, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, batch {rows[0].batch})"
+    columns = ("method", "ratio", "visual tokens", "prefill ms", "IQR", "decode tok/s", "generate ms", "peak MB")
+    out = method_table(title, (*columns, "speed-up", "ideal"))
     for r in rows:
         out.add_row(
             r.method,
@@ -189,9 +186,9 @@ def latency_table(rows: list[LatencyRow]) -> Table:
 
 def table(rows: list[FlopsRow]) -> Table:
     base = rows[0].flops_t if rows and rows[0].method == "none" else None
-    out = Table(title=f"prefill FLOPs ({rows[0].convention} convention), {rows[0].arch}" if rows else "FLOPs")
-    for name in ("method", "ratio", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none"):
-        out.add_column(name, justify="left" if name == "method" else "right", no_wrap=name == "method")
+    title = f"prefill FLOPs ({rows[0].convention} convention), {rows[0].arch}" if rows else "FLOPs"
+    columns = ("method", "ratio", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none")
+    out = method_table(title, columns)
     for r in rows:
         out.add_row(
             r.method,
