@@ -33,7 +33,7 @@ fi
 echo "setting up $VENV from $LOCK (a few minutes the first time)" >&2
 "$PYTHON" -m venv --clear "$VENV"
 py="$VENV/bin/python"
-pip=("$py" -m pip install --quiet --disable-pip-version-check)
+pip=("$py" -m pip install -qq --disable-pip-version-check)
 "${pip[@]}" $(grep -E '^(pip|setuptools)==' "$LOCK")
 "${pip[@]}" "$TORCH_SPEC"
 torch_before=$("$py" -c 'import torch; print(torch.__version__)')
