@@ -80,5 +80,5 @@ def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count:
     normed = rest_keys / rest_keys.norm(dim=-1, keepdim=True)
     assigned = (normed[~is_target] @ normed[is_target].T).argmax(dim=-1)
     sums = rest.new_zeros(count, rest.shape[-1]).index_add_(0, assigned, rest[~is_target])
-    counts = torch.zeros(count, device=rest.device).index_add_(0, assigned, torch.ones_like(assigned, dtype=torch.float))
-    return rest[is_target] + sums / counts.clamp(min=1).unsqueeze(-1).to(sums.dtype)
+    counts = torch.bincount(assigned, minlength=count).clamp(min=1).unsqueeze(-1)
+    return rest[is_target] + sums / counts.to(sums.dtype)
