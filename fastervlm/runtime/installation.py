@@ -78,7 +78,7 @@ class Installation:
             )
             self.undos += self.llm.removers()
         else:
-            config.budget.check_fits(self.num_patches)
+            getattr(config, "check_fits", config.budget.check_fits)(self.num_patches)
             if self.method.merges and not adapter.supports_merging:
                 raise ValueError(
                     f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
