@@ -77,8 +77,12 @@ def select(config: VisionZipConfig, views: ViewSignals) -> Merged:
 
 
 def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count: int) -> torch.Tensor:
-    """Contextual tokens of one view: every step-th remaining patch is a target; the others join the target
-    whose key is most cosine-similar; each token is the mean of its group (the target included)."""
+    """Contextual tokens of one view, as the reference forms them (dvlab-research/VisionZip, clip_encoder.py).
+
+    Every step-th remaining patch is a target; each other remaining patch joins the target whose key is most
+    cosine-similar; a contextual token is its target's hidden state plus the mean of the patches that joined it
+    (the target not among them; the count clamped to >= 1, so a target nobody joined stays as it is).
+    """
     remaining = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
     remaining[kept] = False
     rest, rest_keys = features[remaining], keys[remaining]
@@ -88,9 +92,9 @@ def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count:
     is_target[torch.arange(0, rest.shape[0], step, device=rest.device)[:count]] = True
     normed = rest_keys / rest_keys.norm(dim=-1, keepdim=True)
     assigned = (normed[~is_target] @ normed[is_target].T).argmax(dim=-1)
-    sums = rest[is_target].clone().index_add_(0, assigned, rest[~is_target])
-    counts = torch.ones(count, device=rest.device).index_add_(0, assigned, torch.ones_like(assigned, dtype=torch.float))
-    return sums / counts.unsqueeze(-1).to(sums.dtype)
+    sums = rest.new_zeros(count, rest.shape[-1]).index_add_(0, assigned, rest[~is_target])
+    counts = torch.bincount(assigned, minlength=count).clamp(min=1).unsqueeze(-1)
+    return rest[is_target] + sums / counts.to(sums.dtype)
 
 
 def stock_rows(features: torch.Tensor) -> torch.Tensor:
