@@ -266,7 +266,9 @@ class FasterVLMLmms(lmms):
             ]
             inputs = self._inputs([c + t for c, t in zip(contexts, continuations, strict=True)], visuals)
             with torch.inference_mode():
-                logits = self._model(**inputs).logits.float()
+                # Every row ends at the last column (left padding), so the continuations' scores are among the
+                # last max(lengths) + 1 positions: the LM head runs on those only.
+                logits = self._model(**inputs, logits_to_keep=max(lengths) + 1).logits.float()
             self._count(inputs)
             ids = inputs["input_ids"]
             for row, ((index, _), n) in enumerate(zip(batch, lengths, strict=True)):
