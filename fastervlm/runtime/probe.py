@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fastervlm.models.base import VisionAttention
+from fastervlm.runtime.wrap import InstanceBound
 
 
 def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
@@ -25,7 +26,7 @@ def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, s
     return probs[:, :, 0, 1:].mean(dim=1)
 
 
-class ClsRowProbe:
+class ClsRowProbe(InstanceBound):
     """Reads q_proj / k_proj outputs of one attention module while armed; computes the [CLS] row.
 
     Hooking the projections' outputs costs nothing extra: the model computes them anyway, and the
