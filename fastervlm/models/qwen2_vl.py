@@ -53,12 +53,6 @@ class Qwen2VLAdapter(ModelAdapter):
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower "
                 f"({type(self.tower(model)).__name__}) has none; use score='received' (this model's default)"
             )
-        unsupported = needs & {"vision_features", "vision_keys", "vision_cls_features"}
-        if unsupported:
-            raise ValueError(
-                f"{type(model).__name__} does not provide the signal(s) {sorted(unsupported)}; methods that run on it: "
-                "fastervlm (score='received'), random, fastv, sparsevlm"
-            )
         if "vision_received" in needs:
             self.vision_received(model, "image", score_layer)
 

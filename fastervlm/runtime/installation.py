@@ -83,6 +83,11 @@ class Installation:
         self = cls(model, adapter, config)
         config = self.config
         score_layer = getattr(config, "score_layer", None)
+        if self.method.stage == "vision" and self.method.merges and not adapter.supports_merging:
+            raise ValueError(
+                f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
+                "layout; use a selection method (fastervlm, random, fastv) on this model"
+            )
         adapter.check(model, self.needs, score_layer)
         self.undos += adapter.install(model)
         base = adapter.base(model)
@@ -97,11 +102,6 @@ class Installation:
         else:
             if self.num_patches is not None:
                 config.budget.check_fits(self.num_patches)
-            if self.method.merges and not adapter.supports_merging:
-                raise ValueError(
-                    f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
-                    "layout; use a selection method (fastervlm, random, fastv) on this model"
-                )
             needs = self.needs
             for modality in self.modalities:
                 if "vision_received" in needs:
