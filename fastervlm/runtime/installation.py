@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -16,25 +15,13 @@ from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
+from fastervlm.runtime.arguments import fixed_parameters, named_arguments
 from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
 from fastervlm.runtime.sequence import Compaction, gather_through
+from fastervlm.runtime.trim import trim_tower
 from fastervlm.runtime.wrap import wrap
-
-
-def named_arguments(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Every argument by name (var-keyword ones flattened), so a wrapper can rewrite any of them."""
-    signature = inspect.signature(function)
-    bound = signature.bind(*args, **kwargs).arguments
-    flat: dict[str, Any] = {}
-    for name, value in bound.items():
-        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            flat.update(value)
-        else:
-            flat[name] = value
-    return flat
-
 
 # Inputs holding one entry per token of input_ids, shortened along with it (Qwen2-VL's modality of each token).
 PER_TOKEN_INPUTS = ("mm_token_type_ids", "token_type_ids")
@@ -48,10 +35,6 @@ def resolve_score(config: MethodConfig, needs: frozenset[str], default: str) -> 
     if config.score == "received" and "vision_cls_row" in needs:
         needs = (needs - {"vision_cls_row"}) | {"vision_received"}
     return config, needs
-
-
-def fixed_parameters(function: Callable[..., Any]) -> set[str]:
-    return {n for n, p in inspect.signature(function).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 class Installation:
@@ -90,6 +73,7 @@ class Installation:
             )
         adapter.check(model, self.needs, score_layer)
         self.undos += adapter.install(model)
+        self.undos += trim_tower(model, adapter, score_layer)
         base = adapter.base(model)
         if self.method.stage == "llm":
             self.llm = LlmPruner(
@@ -101,7 +85,7 @@ class Installation:
             self.undos += self.llm.removers()
         else:
             if self.num_patches is not None:
-                config.budget.check_fits(self.num_patches)
+                getattr(config, "check_fits", config.budget.check_fits)(self.num_patches)
             needs = self.needs
             for modality in self.modalities:
                 if "vision_received" in needs:
