@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, normalize_budget, whole_number
 from fastervlm.methods.signals import ViewSignals
 
 
@@ -24,13 +24,11 @@ class FasterVLMConfig:
     score_layer: int | None = None
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
-        if self.score_layer is not None and (
-            isinstance(self.score_layer, bool) or not isinstance(self.score_layer, int)
-        ):
-            raise ValueError(
-                f"score_layer must be an int (a hidden-state index like -2) or None, got {self.score_layer!r}"
-            )
+        if self.score_layer is not None:
+            layer = whole_number("score_layer", self.score_layer, "a hidden-state index like -2, or None")
+            object.__setattr__(self, "score_layer", layer)
 
     @property
     def budget(self) -> Budget:

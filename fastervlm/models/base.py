@@ -95,6 +95,13 @@ class ModelAdapter:
     def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         raise NotImplementedError
 
+    def unused_vision_layers(self, model: nn.Module, modality: str, score_layer: int | None) -> list[nn.Module]:
+        """The vision encoder layers after both the feature layer and the scored layer, which no output needs.
+
+        The runtime skips them while the modality's encoder runs; empty (the default) when every layer counts.
+        """
+        return []
+
     def candidates(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> torch.Tensor | None:
         """(views, N) bool: the patches this encode's layout can carry to the LLM; None when every patch can.
 

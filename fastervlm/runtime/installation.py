@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -15,28 +14,13 @@ from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
+from fastervlm.runtime.arguments import fixed_parameters, named_arguments
 from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
 from fastervlm.runtime.sequence import Compaction, gather_through
+from fastervlm.runtime.trim import trim_tower
 from fastervlm.runtime.wrap import wrap
-
-
-def named_arguments(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Every argument by name (var-keyword ones flattened), so a wrapper can rewrite any of them."""
-    signature = inspect.signature(function)
-    bound = signature.bind(*args, **kwargs).arguments
-    flat: dict[str, Any] = {}
-    for name, value in bound.items():
-        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            flat.update(value)
-        else:
-            flat[name] = value
-    return flat
-
-
-def fixed_parameters(function: Callable[..., Any]) -> set[str]:
-    return {n for n, p in inspect.signature(function).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 class Installation:
@@ -68,6 +52,7 @@ class Installation:
         score_layer = getattr(config, "score_layer", None)
         adapter.check(model, self.method.needs, score_layer)
         self.undos += adapter.install(model)
+        self.undos += trim_tower(model, adapter, score_layer)
         base = adapter.base(model)
         if self.method.stage == "llm":
             self.llm = LlmPruner(
@@ -78,7 +63,7 @@ class Installation:
             )
             self.undos += self.llm.removers()
         else:
-            config.budget.check_fits(self.num_patches)
+            getattr(config, "check_fits", config.budget.check_fits)(self.num_patches)
             if self.method.merges and not adapter.supports_merging:
                 raise ValueError(
                     f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
