@@ -14,8 +14,8 @@ code (with the indices of the unpadded sequence), since the order decides who ta
 Budget: the reference's own knob is max_num_trunction M (128 in its scripts, 576 x (1 - 0.778));
 per_pivot = M // (image pivots + text pivots), so it keeps image_pivots + 8 x per_pivot tokens, e.g. 132 for
 M = 128. Here M is the sample's budget, round((1 - ratio) x n) or `tokens`: at 25/50/75/90/95 % of 576 DART
-keeps 436/292/148/60/28. A budget of n keeps every token (ratio 0 is the stock model), a budget of 0 none, and
-image pivots never outnumber the budget.
+keeps 436/292/148/60/28. A budget of n or more keeps every token (ratio 0 is the stock model; a sample with
+fewer image tokens than `tokens` keeps all it has), a budget of 0 none, and image pivots never outnumber it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, check_count, normalize_budget, whole_number
 from fastervlm.methods.signals import LlmSignals, LlmStages
 
 DEFAULT_TOKENS = 128  # the reference scripts' max_num_trunction
@@ -47,13 +47,14 @@ class DartConfig:
     text_pivots: int = 4
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         self.budget  # noqa: B018 - validates ratio / tokens
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
+        layer = whole_number("layer", self.layer, "layers before it see every token")
+        if layer < 1:
             raise ValueError(f"layer must be an int >= 1 (layers before it see every token), got {self.layer!r}")
+        object.__setattr__(self, "layer", layer)
         for name in ("image_pivots", "text_pivots"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0 (pivot tokens), got {value!r}")
+            object.__setattr__(self, name, check_count(name, getattr(self, name), "pivot tokens"))
         if self.image_pivots + self.text_pivots == 0:
             raise ValueError("image_pivots + text_pivots must be >= 1: without pivots nothing can be chosen")
 
@@ -98,7 +99,7 @@ def kept_by_pivots(
     text_index: torch.Tensor,
 ) -> torch.Tensor:
     n = len(image_keys)
-    budget = config.budget.kept(n)
+    budget = config.budget.kept_at_most(n)
     if budget >= n:
         return torch.arange(n, device=image_keys.device)
     if budget == 0:
