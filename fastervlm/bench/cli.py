@@ -21,6 +21,7 @@ from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
 from fastervlm.bench.plot import ratio_plot
 from fastervlm.methods import METHODS
 
+TOKENS_HELP = "token budgets per view beside the ratios, e.g. 192,128,64 (the field's LLaVA-1.5 budgets)"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -48,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help=f"comma-separated; 'none' is the unpruned model; known: {', '.join(sorted(METHODS))}",
     )
     f.add_argument("--ratios", type=comma_list(float), default=[0.25, 0.5, 0.75, 0.9, 0.95])
+    f.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
     f.add_argument(
         "--convention",
         choices=CONVENTIONS,
@@ -67,6 +69,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--arch", default="llava-1.5-7b", choices=sorted(ARCHS))
     lat.add_argument("--methods", type=comma_list(str), default=["none", "fastervlm", "fastv"])
     lat.add_argument("--ratios", type=comma_list(float), default=[0.5, 0.75, 0.9, 0.95])
+    lat.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
+    lat.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     lat.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     lat.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
     lat.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept (e.g. 0.125 on a CPU)")
@@ -81,13 +85,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     profile_cli.add_parser(kinds)
 
 
+def budget_cells(args: argparse.Namespace) -> list[tuple[str, float | int]]:
+    """("none", 0.0) if asked, then each method at each ratio (float) and each token budget (int)."""
+    if any(t < 0 for t in args.tokens):
+        raise ValueError(f"--tokens must be token counts >= 0 per view, got {args.tokens}")
+    cells = [("none", 0.0)] if "none" in args.methods else []
+    return cells + [(m, b) for m in args.methods if m != "none" for b in [*args.ratios, *args.tokens]]
+
+
+def budget_label(ratio: float, tokens: int | None) -> str:
+    return f"{tokens} tok" if tokens is not None else f"{ratio:g}"
+
+
 def run_flops(args: argparse.Namespace) -> int:
     unknown = [m for m in args.methods if m != "none" and m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from: none, {', '.join(sorted(METHODS))}")
     target = arch(args.arch)
-    cells = [("none", 0.0)] if "none" in args.methods else []
-    cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
+    cells = budget_cells(args)
     progress = tqdm(cells, desc=f"FLOPs of {args.arch}", unit="cell")
     rows = [flops(target, m, r, args.convention, equal=args.equal_budget) for m, r in progress]
     Console().print(table(rows))
@@ -108,10 +123,11 @@ def run_latency(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
     dtype = DTYPES[args.dtype or ("bfloat16" if args.device == "cuda" else "float32")]
-    cells = [("none", 0.0)] if "none" in args.methods else []
-    cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
+    cells = budget_cells(args)
     target = arch(args.arch)
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     rows = latency(
         target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options
     )
@@ -125,7 +141,7 @@ def run_latency(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "environment": environment(args.device),
+            "environment": environment(args.device) | {"threads": torch.get_num_threads()},
             "rows": [r.as_dict() for r in rows],
             "scoring": asdict(scoring) if scoring else None,
         }
@@ -168,12 +184,12 @@ def method_table(title: str, columns: tuple[str, ...]) -> Table:
 
 def latency_table(rows: list[LatencyRow]) -> Table:
     title = f"measured latency, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, batch {rows[0].batch})"
-    columns = ("method", "ratio", "visual tokens", "prefill ms", "IQR", "decode tok/s", "generate ms", "peak MB")
-    out = method_table(title, (*columns, "speed-up", "ideal"))
+    columns = ("method", "budget", "visual tokens", "prefill ms", "IQR", "decode tok/s", "generate ms", "peak MB")
+    out = method_table(title, (*columns, "speed-up", "ideal", "vs trimmed", "ideal trimmed"))
     for r in rows:
         out.add_row(
             r.method,
-            f"{r.ratio:g}",
+            budget_label(r.ratio, r.tokens),
             str(r.visual_tokens),
             f"{r.prefill_ms:.1f}",
             f"{r.prefill_iqr_ms:.1f}",
@@ -182,6 +198,8 @@ def latency_table(rows: list[LatencyRow]) -> Table:
             "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}",
             f"{r.speedup_measured:.2f}x",
             f"{r.speedup_ideal:.2f}x",
+            f"{r.speedup_trimmed:.2f}x",
+            f"{r.speedup_ideal_trimmed:.2f}x",
         )
     return out
 
@@ -189,12 +207,12 @@ def latency_table(rows: list[LatencyRow]) -> Table:
 def table(rows: list[FlopsRow]) -> Table:
     base = rows[0].flops_t if rows and rows[0].method == "none" else None
     title = f"prefill FLOPs ({rows[0].convention} convention), {rows[0].arch}" if rows else "FLOPs"
-    columns = ("method", "ratio", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none")
+    columns = ("method", "budget", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none")
     out = method_table(title, columns)
     for r in rows:
         out.add_row(
             r.method,
-            f"{r.ratio:g}",
+            budget_label(r.ratio, r.tokens),
             str(r.visual_tokens),
             f"{r.flops_t:.2f}",
             f"{r.vision_t:.2f}",

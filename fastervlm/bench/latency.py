@@ -17,8 +17,11 @@ from tqdm import tqdm
 
 import fastervlm
 from fastervlm.bench.archs import Arch
-from fastervlm.bench.flops import flops, prune_for
+from fastervlm.bench.flops import Budget, budget_ratio, flops, prune_for
+from fastervlm.bench.memory import peak_mb, reset_peak
+from fastervlm.models import adapter_for
 from fastervlm.runtime.probe import ClsRowProbe
+from fastervlm.runtime.trim import trim_tower
 
 
 @dataclass
@@ -28,15 +31,20 @@ class LatencyRow:
     dtype: str
     batch: int
     method: str
-    ratio: float
+    ratio: float  # for a token-budget row, the ratio it amounts to
     visual_tokens: int  # per sample, entering the deepest layer
     prefill_ms: float  # median time to first token (one forward over the batch)
     prefill_iqr_ms: float
     decode_tok_s: float  # tokens per second over the batch, one cached decode step at a time
     generate_ms: float
-    peak_mem_mb: float | None  # CUDA only: torch does not track CPU allocations
-    speedup_measured: float  # unpruned prefill time / this prefill time
-    speedup_ideal: float  # unpruned prefill FLOPs / this prefill FLOPs (counted, same widths)
+    peak_mem_mb: float | None  # CUDA allocator peak, or the process's peak RSS on a Linux CPU (fastervlm.bench.memory)
+    speedup_measured: float  # stock prefill time / this prefill time
+    speedup_ideal: float  # stock prefill FLOPs / this prefill FLOPs (counted, same widths)
+    # The same against the stock model with the pruned model's exact cuts (tower stopped at the feature layer):
+    # the speed-up pruning itself buys, with the work no output needs taken out of both sides.
+    speedup_trimmed: float = 1.0
+    speedup_ideal_trimmed: float = 1.0
+    tokens: int | None = None  # the token budget per view of a field-budget row (192 / 128 / 64)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +72,7 @@ def quartiles(values: list[float]) -> tuple[float, float]:
 
 def latency(
     arch: Arch,
-    cells: list[tuple[str, float]],
+    cells: list[tuple[str, Budget]],
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -74,13 +82,18 @@ def latency(
     repeats: int = 5,
     warmup: int = 1,
 ) -> list[LatencyRow]:
-    """Rows in `cells` order; ("none", 0.0) is the unpruned baseline and is added if missing."""
+    """Rows in `cells` order; ("none", 0.0) is the unpruned baseline and is added if missing.
+
+    A cell's budget is a ratio (float) or a token budget per view (int). Each round also times the stock prefill
+    with the vision tower trimmed to its feature layer, the baseline of the `*_trimmed` speed-ups.
+    """
     if ("none", 0.0) not in cells:
         cells = [("none", 0.0), *cells]
     target = torch.device(device)
     model = arch.model(scale).to(target, dtype)
     inputs = {k: v.to(target) for k, v in arch.sample(batch).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    trimmed: list[float] = []
     prefill: dict[int, list[float]] = {i: [] for i in range(len(cells))}
     decode: dict[int, list[float]] = {i: [] for i in range(len(cells))}
     generate: dict[int, list[float]] = {i: [] for i in range(len(cells))}
@@ -90,11 +103,13 @@ def latency(
     rounds = tqdm(range(warmup + repeats), desc=f"latency {arch.scaled_name(scale)} on {device}", unit="round")
     with torch.no_grad():
         for r in rounds:
+            trimmed_ms = trimmed_prefill(arch, model, inputs, target)
+            if r >= warmup:
+                trimmed.append(trimmed_ms)
             for i, (method, ratio) in enumerate(cells):
                 prune_for(arch, model, method, ratio)
                 try:
-                    if target.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(target)
+                    reset_peak(target)
                     first = timed(lambda: model(**inputs, logits_to_keep=1), target)
                     steps = timed(decode_steps(model, inputs, new_tokens), target)
                     whole = timed(lambda: model.generate(**inputs, **options), target)
@@ -102,13 +117,16 @@ def latency(
                         prefill[i].append(first)
                         decode[i].append(steps)
                         generate[i].append(whole)
-                    peak[i] = torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None
+                    peak[i] = peak_mb(target)
                     visual[i] = deepest_visual(model, inputs, method)
                 finally:
                     if hasattr(model, fastervlm.api.ATTR):
                         fastervlm.unprune(model)
-    ideal = {cell: flops(arch, cell[0], cell[1], "counted", scale).flops_t for cell in cells}
-    base_ms = statistics.median(prefill[0])
+    counted = {cell: flops(arch, cell[0], cell[1], "counted", scale) for cell in cells}
+    ideal = {cell: row.flops_t for cell, row in counted.items()}
+    stock = counted[("none", 0.0)]
+    ideal_trimmed = stock.flops_t - (stock.vision_cut_t if not arch.options else 0.0)
+    base_ms, trimmed_ms = statistics.median(prefill[0]), statistics.median(trimmed)
     rows = []
     for i, (method, ratio) in enumerate(cells):
         median, iqr = quartiles(prefill[i])
@@ -121,7 +139,8 @@ def latency(
                 dtype=str(dtype).removeprefix("torch."),
                 batch=batch,
                 method=method,
-                ratio=ratio,
+                ratio=budget_ratio(arch, ratio),
+                tokens=ratio if isinstance(ratio, int) else None,
                 visual_tokens=visual[i],
                 prefill_ms=median,
                 prefill_iqr_ms=iqr,
@@ -130,9 +149,25 @@ def latency(
                 peak_mem_mb=peak[i],
                 speedup_measured=base_ms / median,
                 speedup_ideal=ideal[("none", 0.0)] / ideal[(method, ratio)],
+                speedup_trimmed=trimmed_ms / median,
+                speedup_ideal_trimmed=ideal_trimmed / ideal[(method, ratio)],
             )
         )
     return rows
+
+
+def trimmed_prefill(arch: Arch, model: nn.Module, inputs: dict, device: torch.device) -> float:
+    """One stock prefill with the tower stopped at the feature layer (the arch's own layout when it has options,
+    which the runtime already trims)."""
+    prune_for(arch, model, "none", 0.0)
+    undos = [] if arch.options else trim_tower(model, adapter_for(model))
+    try:
+        return timed(lambda: model(**inputs, logits_to_keep=1), device)
+    finally:
+        for undo in reversed(undos):
+            undo()
+        if hasattr(model, fastervlm.api.ATTR):
+            fastervlm.unprune(model)
 
 
 def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], None]:
