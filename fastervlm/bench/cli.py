@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from fastervlm.bench import profile_cli
+from fastervlm.bench import batch_cli, profile_cli
 from fastervlm.bench.archs import ARCHS, arch
 from fastervlm.bench.flops import CONVENTIONS, FlopsRow, flops
-from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
+from fastervlm.bench.latency import CLOCKS, LatencyRow, clock, latency, scoring_cost
 from fastervlm.bench.plot import ratio_plot
 from fastervlm.methods import METHODS
 
@@ -71,6 +71,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--ratios", type=comma_list(float), default=[0.5, 0.75, 0.9, 0.95])
     lat.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
     lat.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    lat.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help=profile_cli.CLOCK_HELP)
     lat.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     lat.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
     lat.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept (e.g. 0.125 on a CPU)")
@@ -83,6 +84,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--plot", type=Path, help="write a PNG of measured and ideal speed-up against the ratio")
     lat.set_defaults(func=run_latency)
     profile_cli.add_parser(kinds)
+    batch_cli.add_parser(kinds)
 
 
 def budget_cells(args: argparse.Namespace) -> list[tuple[str, float | int]]:
@@ -128,11 +130,18 @@ def run_latency(args: argparse.Namespace) -> int:
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rows = latency(
-        target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options
-    )
+    with clock(args.clock):
+        rows = latency(
+            target,
+            cells,
+            batch=args.batch,
+            new_tokens=args.new_tokens,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            **options,
+        )
+        scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
     Console().print(latency_table(rows))
-    scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
     if scoring:
         print(
             f"[CLS] score: tower {scoring.tower_ms:.1f} ms; with the one-row probe {scoring.one_row_ms:.1f} ms; "
@@ -141,7 +150,7 @@ def run_latency(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "environment": environment(args.device) | {"threads": torch.get_num_threads()},
+            "environment": environment(args.device) | {"threads": torch.get_num_threads(), "clock": args.clock},
             "rows": [r.as_dict() for r in rows],
             "scoring": asdict(scoring) if scoring else None,
         }

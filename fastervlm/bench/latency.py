@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,6 +46,7 @@ class LatencyRow:
     speedup_trimmed: float = 1.0
     speedup_ideal_trimmed: float = 1.0
     tokens: int | None = None  # the token budget per view of a field-budget row (192 / 128 / 64)
+    attn: str = "sdpa"  # the attention implementation the model ran with
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,12 +57,36 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# "wall": elapsed time. "cpu": this process's CPU time, which a shared CPU machine's other load barely moves (with
+# one torch thread it is the step's own compute time; with more it sums the threads). CPU devices only.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = ["wall"]
+
+
+@contextmanager
+def clock(name: str) -> Iterator[None]:
+    """Time every step inside with CLOCKS[name]."""
+    if name not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {name!r}")
+    outer, _clock[0] = _clock[0], name
+    try:
+        yield
+    finally:
+        _clock[0] = outer
+
+
+def now(device: torch.device) -> float:
+    """Seconds on the current clock, after the device has finished its queued work."""
+    if _clock[0] == "cpu" and device.type == "cuda":
+        raise ValueError("clock 'cpu' times host work only; use clock 'wall' on cuda")
+    synchronize(device)
+    return CLOCKS[_clock[0]]()
+
+
 def timed(step: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
+    start = now(device)
     step()
-    synchronize(device)
-    return 1000 * (time.perf_counter() - start)
+    return 1000 * (now(device) - start)
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -81,6 +107,7 @@ def latency(
     new_tokens: int = 16,
     repeats: int = 5,
     warmup: int = 1,
+    attn: str = "sdpa",
 ) -> list[LatencyRow]:
     """Rows in `cells` order; ("none", 0.0) is the unpruned baseline and is added if missing.
 
@@ -90,7 +117,7 @@ def latency(
     if ("none", 0.0) not in cells:
         cells = [("none", 0.0), *cells]
     target = torch.device(device)
-    model = arch.model(scale).to(target, dtype)
+    model = built(arch, scale, target, dtype, attn)
     inputs = {k: v.to(target) for k, v in arch.sample(batch).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     trimmed: list[float] = []
@@ -151,9 +178,20 @@ def latency(
                 speedup_ideal=ideal[("none", 0.0)] / ideal[(method, ratio)],
                 speedup_trimmed=trimmed_ms / median,
                 speedup_ideal_trimmed=ideal_trimmed / ideal[(method, ratio)],
+                attn=attn,
             )
         )
     return rows
+
+
+def built(arch: Arch, scale: float, device: torch.device, dtype: torch.dtype, attn: str = "sdpa") -> nn.Module:
+    """The arch's random model made on the device itself (a 7B model initialised on a CPU first takes minutes)."""
+    with device:
+        model = arch.model(scale)
+    model = model.to(device, dtype)
+    if attn != "sdpa":
+        model.set_attn_implementation(attn)
+    return model
 
 
 def trimmed_prefill(arch: Arch, model: nn.Module, inputs: dict, device: torch.device) -> float:
@@ -213,7 +251,7 @@ def scoring_cost(
     arch: Arch, *, device: str = "cpu", dtype: torch.dtype = torch.float32, scale: float = 1.0, repeats: int = 5
 ) -> ScoringCost:
     target = torch.device(device)
-    model = arch.model(scale).to(target, dtype)
+    model = built(arch, scale, target, dtype)
     tower = getattr(model.model, arch.tower)
     sample = arch.sample(1)
     pixels = sample.get("pixel_values", sample.get("pixel_values_videos")).to(target, dtype)

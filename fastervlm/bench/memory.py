@@ -1,11 +1,14 @@
 """Peak memory of one measured step: CUDA's allocator peak, or the process's peak resident set on Linux CPUs.
 
 torch does not track host allocations, so the CPU figure is the kernel's VmHWM (peak RSS: weights, activations,
-the Python process), reset before each step by writing "5" to /proc/self/clear_refs (Linux >= 4.0).
+the Python process), reset before each step by writing "5" to /proc/self/clear_refs (Linux >= 4.0), after
+glibc's malloc_trim has handed freed heap back (else a big earlier step would set every later step's floor).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import torch
@@ -21,6 +24,9 @@ def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     elif cpu_peak_supported():
+        libc = ctypes.util.find_library("c")
+        if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+            ctypes.CDLL(libc).malloc_trim(0)
         CLEAR_REFS.write_text("5")
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from fastervlm.bench.archs import ARCHS, arch
+from fastervlm.bench.latency import CLOCKS, clock
 from fastervlm.bench.profile import RUNS, profile, top_operators
 
+CLOCK_HELP = "wall: elapsed time; cpu: this process's CPU time (steadier on a shared CPU machine; CPU only)"
 GROUPS = (
     ("vision tower: embeddings and glue", ("vision: embeddings and glue",)),
     ("vision tower: layers", ("vision: layer",)),
@@ -38,6 +40,7 @@ def add_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help=CLOCK_HELP)
     p.add_argument("--json", type=Path, help="write the profile as JSON")
     p.add_argument("--md", type=Path, help="write the summary tables as Markdown")
     p.set_defaults(func=run_profile)
@@ -53,7 +56,7 @@ def markdown(payload: dict) -> str:
     env = payload["environment"]
     lines = [
         f"# Prefill profile, {payload['profiles'][0]['arch']} on {env['cpu']} "
-        f"({env['torch']}, {payload['threads']} threads, batch 1)",
+        f"({env['torch']}, {payload['threads']} threads, {payload['clock']} clock, batch 1)",
         "",
         "Exclusive milliseconds per component (medians over interleaved repeats; `fastervlm bench profile`). "
         "`stock trimmed`: the stock model with its vision tower stopped at the feature layer. `floor`: the stock "
@@ -88,7 +91,7 @@ def rates(p: dict) -> list[str]:
     }
     lines = ["| GFLOP/s (counted FLOPs / time) | " + " | ".join(RUNS) + " |", "| --- |" + " ---: |" * len(RUNS)]
     for name, of in ms.items():
-        cells = [f"{1000 * parts[r][name] / of(times[r]):.1f}" if of(times[r]) > 0 else "-" for r in RUNS]
+        cells = [f"{1e6 * parts[r][name] / of(times[r]):.1f}" if of(times[r]) > 0 else "-" for r in RUNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -114,7 +117,8 @@ def run_profile(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        return write_profile(args)
+        with clock(args.clock):
+            return write_profile(args)
     finally:
         torch.set_num_threads(threads)
 
@@ -132,6 +136,7 @@ def write_profile(args: argparse.Namespace) -> int:
     payload = {
         "environment": environment(args.device),
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "profiles": profiles,
         "top_operators": ops,
     }
