@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import fastervlm, fastv, pool, random, sparsevlm, visionzip
+from fastervlm.methods import divprune, fastervlm, fastv, pool, random, sparsevlm, visionzip, vispruner
 
 MethodConfig = Any  # a frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`
 
@@ -39,6 +39,10 @@ METHODS: dict[str, Method] = {
         needs=frozenset({"vision_cls_row", "vision_features", "vision_keys", "vision_cls_features"}),
         merges=True,
     ),
+    "vispruner": Method(
+        vispruner.VisPrunerConfig, vispruner.select, needs=frozenset({"vision_cls_row", "vision_features"})
+    ),
+    "divprune": Method(divprune.DivPruneConfig, divprune.select, needs=frozenset({"projected_features"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }
