@@ -8,7 +8,9 @@ from typing import Any
 
 from fastervlm.methods import divprune, fastervlm, fastv, pool, random, sparsevlm, visionzip, vispruner
 
-MethodConfig = Any  # a frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`
+# A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
+# `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
+MethodConfig = Any
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def resolve_config(method: str | MethodConfig, options: dict[str, Any]) -> Metho
             raise ValueError(f"pass options inside the config object, not beside it: got {sorted(options)}")
         return method
     config_cls = method_entry(method).config
+    # ratio=None / tokens=None mean "not given", so every caller (prune, lmms-eval's model_args, the grid) has one
+    # rule: both given is an error, neither gives the method's default budget.
+    options = {k: v for k, v in options.items() if not (k in ("ratio", "tokens") and v is None)}
     allowed = {f.name for f in fields(config_cls)}
     unknown = sorted(set(options) - allowed)
     if unknown:

@@ -13,6 +13,9 @@ class ViewSignals:
 
     Each field is None unless the method declared the need named beside it:
     cls_attention ("vision_cls_row"): (views, N) post-softmax [CLS] attention at the scoring layer, heads averaged.
+    received_attention ("vision_received"): (views, N) the attention each token receives at the scoring layer, for
+    towers without [CLS]: post-softmax, averaged over the queries that may see it (its image, frame or window) and
+    the heads, then over the patches one merged token joins.
     features ("vision_features"): (views, N, dim) the patches the projector would see.
     keys ("vision_keys"): (views, 1 + N, head_dim) keys at the scoring layer averaged over heads, [CLS] first.
     cls_features ("vision_cls_features"): (views, dim) the [CLS] token's hidden state at the feature layer.
@@ -26,6 +29,7 @@ class ViewSignals:
     num_views: int = 1
     grid: tuple[int, int] = (0, 0)
     cls_attention: torch.Tensor | None = None
+    received_attention: torch.Tensor | None = None
     features: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     cls_features: torch.Tensor | None = None

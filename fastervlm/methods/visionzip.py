@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, check_count, normalize_budget
 from fastervlm.methods.signals import Merged, ViewSignals
 
 DOMINANT_SHARE = 27 / 32  # the reference splits: 64 = 54 + 10, 128 = 108 + 20, 192 = 162 + 30
@@ -18,6 +18,7 @@ class VisionZipConfig:
 
     For a budget k (per view): dominant = round(27/32 k) tokens, [CLS] among them, and k - dominant contextual
     tokens, the reference's 54+10 / 108+20 / 162+30 extended to any k. `dominant` / `contextual` override it.
+    A budget of every patch (ratio=0, tokens=N) keeps every patch as it is and merges nothing: the stock model.
     """
 
     ratio: float | None = 0.9
@@ -26,19 +27,29 @@ class VisionZipConfig:
     contextual: int | None = None
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
         if (self.dominant is None) != (self.contextual is None):
             raise ValueError("give both dominant and contextual, or neither (then the budget splits 27:5)")
         for name in ("dominant", "contextual"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_count(name, getattr(self, name), "tokens per view"))
         if self.dominant == 0:
             raise ValueError("dominant must be >= 1: the [CLS] token is always among the dominant tokens")
 
     @property
     def budget(self) -> Budget:
         return Budget(self.ratio, self.tokens)
+
+    def check_fits(self, num_patches: int) -> None:
+        """Refuse, at prune() time, more tokens than a view has placeholders: the made tokens ([CLS] among the
+        dominant ones, the contextual ones) take the view's placeholder slots, N of them."""
+        self.budget.check_fits(num_patches)
+        if self.dominant is not None and self.dominant + self.contextual > num_patches:
+            raise ValueError(
+                f"dominant + contextual must be <= {num_patches} (the placeholder tokens per view of this model), "
+                f"got dominant={self.dominant}, contextual={self.contextual}"
+            )
 
     def split(self, num_patches: int) -> tuple[int, int]:
         if self.dominant is not None:
@@ -53,6 +64,8 @@ def select(config: VisionZipConfig, views: ViewSignals) -> Merged:
     features = views.require("features", "visionzip")
     keys = views.require("keys", "visionzip")[:, 1:]
     cls = views.require("cls_features", "visionzip")
+    if config.dominant is None and config.budget.kept(views.num_patches) == views.num_patches:
+        return Merged(kept=stock_rows(features), tokens=features)
     dominant, contextual = config.split(views.num_patches)
     if dominant == 0:  # an empty budget: nothing, not even [CLS]
         return Merged(kept=scores.new_zeros(scores.shape[0], 0, dtype=torch.long), tokens=features[:, :0])
@@ -82,3 +95,8 @@ def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count:
     sums = rest.new_zeros(count, rest.shape[-1]).index_add_(0, assigned, rest[~is_target])
     counts = torch.bincount(assigned, minlength=count).clamp(min=1).unsqueeze(-1)
     return rest[is_target] + sums / counts.to(sums.dtype)
+
+
+def stock_rows(features: torch.Tensor) -> torch.Tensor:
+    """(views, N) every patch index: a budget of every patch keeps the projector input as the stock model has it."""
+    return torch.arange(features.shape[1], device=features.device).expand(features.shape[0], -1)
