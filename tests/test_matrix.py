@@ -17,6 +17,7 @@ CASES = [
     ("sparsevlm", {"ratio": 0.75}),
     ("vispruner", {"ratio": 0.9}),
     ("divprune", {"tokens": 64}),
+    ("dart", {"ratio": 0.75}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
 
