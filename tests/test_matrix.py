@@ -15,6 +15,8 @@ CASES = [
     ("random", {"ratio": 0.9}),
     ("pool", {"ratio": 0.9}),
     ("sparsevlm", {"ratio": 0.75}),
+    ("vispruner", {"ratio": 0.9}),
+    ("divprune", {"tokens": 64}),
     ("dart", {"ratio": 0.75}),
     ("pyramiddrop", {"ratio": 0.5, "layers": (1, 2, 3)}),
 ]

@@ -22,6 +22,7 @@ suggest (64 of 576 tokens: lambda 0.19).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +96,7 @@ class PyramidDropConfig:
         fraction = kept / num_image
         self.check_reachable(fraction, num_layers)
         bounds = [0, *self.layers, num_layers]
-        lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+        lengths = [b - a for a, b in itertools.pairwise(bounds)]
         low, high = 0.0, 1.0
         for _ in range(60):
             mid = (low + high) / 2

@@ -21,6 +21,7 @@ from transformers.masking_utils import create_causal_mask
 
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 from fastervlm.runtime.sequence import Compaction
+from fastervlm.runtime.wrap import InstanceBound
 
 Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
@@ -31,7 +32,7 @@ def last_real_column(mask: torch.Tensor) -> torch.Tensor:
     return length - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
 
 
-class LlmPruner:
+class LlmPruner(InstanceBound):
     """Hooks on one language model for a method that prunes inside it, at one or more stage layers."""
 
     def __init__(
