@@ -73,6 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fastervlm.models import adapter_for
     from fastervlm.terminal import print_table
     from fastervlm.viz import kept_grid_figure
+    from fastervlm.viz.kept import bright_patches
 
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
@@ -95,9 +96,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print_table(demo.table(runs))
     adapter = adapter_for(model)
     size = processor.image_processor.crop_size["height"]
-    kept = {f"{demo.budget_label(r.config)} ({len(r.first_kept)} kept)": r.first_kept for r in runs[1:]}
+    grid = adapter.patch_grid(model)
+    kept = {demo.panel_title(r): bright_patches(r.first_kept, r.first_merged, grid[0] * grid[1]) for r in runs[1:]}
     first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
-    path = kept_grid_figure(family.first_view(first, size), kept, adapter.patch_grid(model), args.out, size=size)
+    path = kept_grid_figure(family.first_view(first, size), kept, grid, args.out, size=size)
     print(f"kept patches of {name} written to {path}")
     return 0
 
@@ -161,7 +163,7 @@ def viz_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namesp
     from fastervlm import demo
     from fastervlm.models import adapter_for
     from fastervlm.viz import cls_attention, kept_figure, kept_reports, model_view, overlay
-    from fastervlm.viz.kept import config_label
+    from fastervlm.viz.kept import bright_patches, config_label, cut_layers, panel_title
 
     image = Image.open(args.image).convert("RGB")
     inputs = demo.batch(model, processor, [image], args.prompt)
@@ -172,8 +174,11 @@ def viz_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namesp
     grid = adapter_for(model).patch_grid(model)
     rows: dict[str, list] = {}
     for config, report in zip(configs, reports, strict=True):
-        title = f"{config_label(config)} ({len(report.kept_indices[0][0])} kept)"
-        rows.setdefault(report.method, []).append((title, overlay(image, report, grid, size=size)))
+        kept, merged = report.kept_indices[0][0], report.merged_tokens  # one image: the batch is the view
+        cuts = cut_layers(report)
+        title = panel_title(config_label(config), len(kept), merged, cuts[-1] if cuts else None)
+        drawn = bright_patches(kept, merged, grid[0] * grid[1])
+        rows.setdefault(report.method, []).append((title, overlay(image, drawn, grid, size=size)))
     return kept_figure(model_view(image, size), heat.reshape(grid).numpy(), rows)
 
 
