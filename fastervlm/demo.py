@@ -225,7 +225,7 @@ def measure(
     visual_in = sum(per_sample)
 
     def prefill() -> None:
-        model(**inputs)
+        model(**inputs, logits_to_keep=1)  # what generate's prefill computes: the last position's logits
 
     def generate() -> None:
         model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)

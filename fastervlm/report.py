@@ -19,6 +19,7 @@ class Report:
     merged_tokens: tokens a merging method (VisionZip, pool, SparseVLM's recycling) made, counted in
     visual_tokens_out too.
     applied: False when the method did not run on this batch, with the reason in `note`.
+    score: the patch score that ran, for methods with a choice ("cls" or the "received" proxy; see FasterVLMConfig).
     """
 
     method: str
@@ -30,6 +31,7 @@ class Report:
     merged_tokens: int = 0
     applied: bool = False
     note: str = ""
+    score: str = ""
 
     @property
     def kept_per_sample(self) -> list[int]:
@@ -38,7 +40,9 @@ class Report:
     def __repr__(self) -> str:
         views = [[len(v) for v in sample] for sample in self.kept_indices]
         return (
-            f"Report(method={self.method!r}, applied={self.applied}, visual_tokens_in={self.visual_tokens_in}, "
+            f"Report(method={self.method!r}, "
+            + (f"score={self.score!r}, " if self.score else "")
+            + f"applied={self.applied}, visual_tokens_in={self.visual_tokens_in}, "
             f"visual_tokens_out={self.visual_tokens_out}, kept_per_view={views}, "
             f"llm_input_lengths={self.llm_input_lengths}" + (f", note={self.note!r})" if self.note else ")")
         )

@@ -39,7 +39,13 @@ def test_tokens_budget():
         Budget(ratio=None, tokens=600).kept(576)
 
 
-@pytest.mark.parametrize("bad", [True, "0.5", float("nan"), 2])
+@pytest.mark.parametrize("bad", [float("nan"), 2, -0.1, float("inf")])
 def test_bad_ratio(bad):
     with pytest.raises(ValueError, match="ratio must be a number in \\[0, 1\\]"):
+        Budget(ratio=bad)
+
+
+@pytest.mark.parametrize("bad", [True, "0.5", [0.5]])
+def test_ratio_of_wrong_type(bad):
+    with pytest.raises(TypeError, match="ratio must be a real number"):
         Budget(ratio=bad)

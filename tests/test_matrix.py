@@ -15,6 +15,7 @@ CASES = [
     ("random", {"ratio": 0.9}),
     ("pool", {"ratio": 0.9}),
     ("sparsevlm", {"ratio": 0.75}),
+    ("dart", {"ratio": 0.75}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
 
@@ -96,3 +97,52 @@ def test_labels_forward(llava, batch, method, options):
     with torch.no_grad():
         out = model(**batch, labels=labels)
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_ratio_zero_is_the_stock_model(make_llava, batch, method):
+    """README: ratio 0 is the unpruned model, for every method, and the report says every patch was kept."""
+    model = make_llava(text_layers=text_layers_for(method, {"ratio": 0.0}))
+    with torch.no_grad():
+        logits = model(**batch).logits
+        tokens = model.generate(**batch, max_new_tokens=4, do_sample=False)
+        fastervlm.prune(model, method=method, ratio=0.0)
+        assert torch.equal(model(**batch).logits, logits)
+        assert torch.equal(model.generate(**batch, max_new_tokens=4, do_sample=False), tokens)
+    report = fastervlm.last_report(model)
+    assert report.applied and report.visual_tokens_in == report.visual_tokens_out == 2 * 576
+    assert report.merged_tokens == 0
+    assert [[v.tolist() for v in views] for views in report.kept_indices] == [[list(range(576))]] * 2
+
+
+@pytest.mark.parametrize(("method", "options"), [(m, {"tokens": 64}) for m in sorted(METHODS)])
+def test_batch_with_a_text_only_sample(llava, processor, method, options):
+    """A token budget on a batch that mixes a text-only sample with an image sample: each as if run alone."""
+    from fastervlm.tiny import synthetic_images
+
+    texts = ["USER: hi there ASSISTANT:", "USER: <image>\nWhat is it? ASSISTANT:"]
+    mixed = processor(images=synthetic_images(1), text=texts, padding=True, return_tensors="pt")
+    model = fastervlm.prune(llava(), method=method, **options)
+    with torch.no_grad():
+        batched = model.generate(**mixed, max_new_tokens=4, do_sample=False)
+        assert fastervlm.last_report(model).kept_per_sample[0] == 0
+        for i in range(2):
+            real = mixed["attention_mask"][i].bool()
+            one = {
+                "input_ids": mixed["input_ids"][i : i + 1, real],
+                "attention_mask": mixed["attention_mask"][i : i + 1, real],
+            }
+            if i == 1:
+                one["pixel_values"] = mixed["pixel_values"]
+            alone = model.generate(**one, max_new_tokens=4, do_sample=False)
+            assert torch.equal(alone[0, one["input_ids"].shape[1] :], batched[i, mixed["input_ids"].shape[1] :])
+
+
+def test_token_budget_above_a_samples_image_tokens_keeps_them_all(make_llava, batch):
+    """In-LLM budgets are per sample (any number of images): a sample with fewer tokens keeps all it has."""
+    model = make_llava(text_layers=TEXT_LAYERS)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        fastervlm.prune(model, method="fastv", tokens=600)
+        assert torch.equal(model(**batch).logits, expected)
+    assert fastervlm.last_report(model).kept_per_sample == [576, 576]

@@ -79,7 +79,7 @@ def token_plan(arch: Arch, method: str, ratio: float, equal: bool = False) -> To
     text = int(inputs["input_ids"].numel()) - visual_in
     prune_for(arch, model, method, ratio, equal)
     with torch.no_grad():
-        model(**inputs)
+        model(**inputs, logits_to_keep=1)
     layers = model.config.text_config.num_hidden_layers
     if method == "none" and not arch.options:
         return TokenPlan([text + visual_in] * layers, [visual_in] * layers, visual_in)

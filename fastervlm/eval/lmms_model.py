@@ -4,10 +4,10 @@
         --model_args pretrained=llava-hf/llava-1.5-7b-hf,method=fastervlm,ratio=0.9 --tasks pope --batch_size 8
 
 Model args: `pretrained` (hub id or local folder), `method` ("none" for the unpruned model, or a fastervlm
-method), `ratio` or `tokens`, any method or model-family option by name (e.g. `layer=2` for fastv, `mode=paper`
-for LLaVA-NeXT), and the loading knobs `device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`,
-`max_frames_num`. Data parallel runs under `accelerate launch` / `torchrun`; `device_map=auto` splits a model too
-large for one device.
+method), `ratio` or `tokens` (as in `fastervlm.prune`: not both; neither gives the method's default), any method
+or model-family option by name (e.g. `layer=2` for fastv, `mode=paper` for LLaVA-NeXT), and the loading knobs
+`device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`, `max_frames_num`. Data parallel runs under
+`accelerate launch` / `torchrun`; `device_map=auto` splits a model too large for one device.
 
 Failures raise: a generation error, a video that cannot be read, or a pruned run that did not prune stops the
 evaluation instead of scoring an empty answer.
@@ -147,8 +147,7 @@ class FasterVLMLmms(lmms):
             if ratio not in (None, 0, 0.0) or tokens is not None or options:
                 raise ValueError(f"method={UNPRUNED!r} is the unpruned model; it takes no ratio, tokens or options")
             return
-        budget = {"ratio": ratio} if tokens is None else {"tokens": tokens}
-        fastervlm.prune(self._model, method=method, **budget, **options)
+        fastervlm.prune(self._model, method=method, ratio=ratio, tokens=tokens, **options)
         self.method = method
 
     def _messages(self, context: str, visuals: Sequence[Any]) -> str:
@@ -267,7 +266,9 @@ class FasterVLMLmms(lmms):
             ]
             inputs = self._inputs([c + t for c, t in zip(contexts, continuations, strict=True)], visuals)
             with torch.inference_mode():
-                logits = self._model(**inputs).logits.float()
+                # Every row ends at the last column (left padding), so the continuations' scores are among the
+                # last max(lengths) + 1 positions: the LM head runs on those only.
+                logits = self._model(**inputs, logits_to_keep=max(lengths) + 1).logits.float()
             self._count(inputs)
             ids = inputs["input_ids"]
             for row, ((index, _), n) in enumerate(zip(batch, lengths, strict=True)):

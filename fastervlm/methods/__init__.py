@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import fastervlm, fastv, pool, random, sparsevlm, visionzip
+from fastervlm.methods import dart, fastervlm, fastv, pool, random, sparsevlm, visionzip
 
-MethodConfig = Any  # a frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`
+# A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
+# `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
+MethodConfig = Any
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Method:
     @property
     def stage(self) -> str:
         """Where it prunes: "vision" (before the LLM, per view) or "llm" (inside it, per sample)."""
-        return "llm" if "llm_query_row" in self.needs else "vision"
+        return "llm" if any(need.startswith("llm_") for need in self.needs) else "vision"
 
 
 METHODS: dict[str, Method] = {
@@ -39,6 +41,7 @@ METHODS: dict[str, Method] = {
         needs=frozenset({"vision_cls_row", "vision_features", "vision_keys", "vision_cls_features"}),
         merges=True,
     ),
+    "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }
@@ -72,6 +75,9 @@ def resolve_config(method: str | MethodConfig, options: dict[str, Any]) -> Metho
             raise ValueError(f"pass options inside the config object, not beside it: got {sorted(options)}")
         return method
     config_cls = method_entry(method).config
+    # ratio=None / tokens=None mean "not given", so every caller (prune, lmms-eval's model_args, the grid) has one
+    # rule: both given is an error, neither gives the method's default budget.
+    options = {k: v for k, v in options.items() if not (k in ("ratio", "tokens") and v is None)}
     allowed = {f.name for f in fields(config_cls)}
     unknown = sorted(set(options) - allowed)
     if unknown:

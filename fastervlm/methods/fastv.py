@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, normalize_budget, whole_number
 from fastervlm.methods.signals import LlmSignals, LlmStages
 
 SCORES = ("last", "text_mean")
@@ -21,7 +21,8 @@ class FastVConfig:
     score: "last" ranks by the last token's attention (the reference code); "text_mean" by the mean over the
     text queries that follow the first image token (the paper's wording).
     positions: "original" keeps each token's position id (reference behaviour); "contiguous" renumbers.
-    ratio / tokens: image tokens of a sample removed (fraction) or kept (count), all its images together.
+    ratio / tokens: image tokens of a sample removed (fraction) or kept (count), all its images together; a sample
+    with fewer than `tokens` image tokens (a text-only one, say) keeps all it has.
     """
 
     ratio: float | None = 0.5
@@ -31,9 +32,12 @@ class FastVConfig:
     positions: str = "original"
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
+        layer = whole_number("layer", self.layer, "layers before it see every token")
+        if layer < 1:
             raise ValueError(f"layer must be an int >= 1 (layers before it see every token), got {self.layer!r}")
+        object.__setattr__(self, "layer", layer)
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.positions not in POSITIONS:
@@ -57,6 +61,6 @@ def select(config: FastVConfig, signals: LlmSignals) -> list[torch.Tensor]:
     """Per sample: indices into its image tokens, ascending, of the top-k by attention received."""
     kept = []
     for scores in signals.image_attention:
-        k = config.budget.kept(scores.numel())
+        k = config.budget.kept_at_most(scores.numel())
         kept.append(scores.topk(k).indices.sort().values)
     return kept

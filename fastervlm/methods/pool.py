@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, normalize_budget
 from fastervlm.methods.signals import Merged, ViewSignals
 
 MAX_ASPECT = 2
@@ -25,6 +25,7 @@ class PoolConfig:
     tokens: int | None = None
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
 
     @property
@@ -43,6 +44,9 @@ def select(config: PoolConfig, views: ViewSignals) -> Merged:
     features = views.require("features", "pool")
     rows, cols = views.grid
     h, w = pooled_grid(config.budget.kept(views.num_patches), views.grid)
+    if (h, w) == (rows, cols):  # every patch kept as it is: the stock model, reported as such (nothing merged)
+        every = torch.arange(views.num_patches, device=features.device).expand(features.shape[0], -1)
+        return Merged(kept=every, tokens=features)
     image = features.transpose(1, 2).reshape(features.shape[0], features.shape[2], rows, cols)
     pooled = F.adaptive_avg_pool2d(image.float(), (h, w)).to(features.dtype) if h else image[..., :0, :0]
     tokens = pooled.flatten(2).transpose(1, 2)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, normalize_budget, whole_number
 from fastervlm.methods.signals import ViewSignals
 
 
@@ -23,9 +23,12 @@ class RandomConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        seed = whole_number("seed", self.seed, "seeds the patch priorities")
+        if not -(2**63) <= seed < 2**64:
+            raise ValueError(f"seed must be in [-2**63, 2**64) (what torch.Generator.manual_seed takes), got {seed}")
+        object.__setattr__(self, "seed", seed)
 
     @property
     def budget(self) -> Budget:

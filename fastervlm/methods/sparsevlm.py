@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, check_count, normalize_budget, real_number
 from fastervlm.methods.recycling import recycled
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 
@@ -75,8 +75,8 @@ class SparseVLMConfig:
                     "version='1' sets each stage's count as int(rank x scale + bias): give scale (e.g. 13.5), "
                     f"not {' / '.join(given) or 'nothing'}"
                 )
-            check_number("scale", self.scale, 0, math.inf)
-            check_number("bias", self.bias, -math.inf, math.inf)
+            object.__setattr__(self, "scale", check_number("scale", self.scale, 0, math.inf))
+            object.__setattr__(self, "bias", check_number("bias", self.bias, -math.inf, math.inf))
         elif self.scale is not None or self.bias != 0.0:
             raise ValueError("scale and bias apply to version='1' only; version='1.5' follows a schedule")
         if self.schedule is not None:
@@ -86,8 +86,9 @@ class SparseVLMConfig:
             object.__setattr__(self, "schedule", schedule)
         elif self.version == "1.5" and len(layers) != 3:
             raise ValueError(f"the reference schedules have 3 stages; with layers={layers} give schedule=(...)")
+        normalize_budget(self)
         self.budget  # noqa: B018 - validates ratio / tokens
-        check_number("recycle", self.recycle, 0, 1)
+        object.__setattr__(self, "recycle", check_number("recycle", self.recycle, 0, 1))
 
     @property
     def budget(self) -> Budget:
@@ -109,7 +110,7 @@ class SparseVLMConfig:
             return self.schedule
         if num_image == 0:
             return (0,) * len(self.layers)
-        target = self.budget.kept(num_image) * REFERENCE_PATCHES / num_image
+        target = self.budget.kept_at_most(num_image) * REFERENCE_PATCHES / num_image
         low = max(a for a in ANCHORS if a <= target)
         high = min(a for a in ANCHORS if a >= target)
         weight = 0.0 if high == low else (target - low) / (high - low)
@@ -121,14 +122,16 @@ class SparseVLMConfig:
 
 def int_tuple(name: str, value: object, what: str) -> tuple[int, ...]:
     items = tuple(value) if isinstance(value, (list, tuple)) else ()
-    if not items or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in items):
+    if not items:
         raise ValueError(f"{name} must be a non-empty tuple of ints >= 0 ({what}), got {value!r}")
-    return items
+    return tuple(check_count(name, x, what) for x in items)
 
 
-def check_number(name: str, value: object, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+def check_number(name: str, value: object, low: float, high: float) -> float:
+    number = real_number(name, value, f"in [{low}, {high}]")
+    if not low <= number <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    return number
 
 
 def select(config: SparseVLMConfig, signals: LlmSignals) -> list[LlmMerged]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget
+from fastervlm.budget import Budget, check_count, normalize_budget
 from fastervlm.methods.signals import Merged, ViewSignals
 
 DOMINANT_SHARE = 27 / 32  # the reference splits: 64 = 54 + 10, 128 = 108 + 20, 192 = 162 + 30
@@ -18,6 +18,7 @@ class VisionZipConfig:
 
     For a budget k (per view): dominant = round(27/32 k) tokens, [CLS] among them, and k - dominant contextual
     tokens, the reference's 54+10 / 108+20 / 162+30 extended to any k. `dominant` / `contextual` override it.
+    A budget of every patch (ratio=0, tokens=N) keeps every patch as it is and merges nothing: the stock model.
     """
 
     ratio: float | None = 0.9
@@ -26,19 +27,29 @@ class VisionZipConfig:
     contextual: int | None = None
 
     def __post_init__(self) -> None:
+        normalize_budget(self)
         Budget(self.ratio, self.tokens)
         if (self.dominant is None) != (self.contextual is None):
             raise ValueError("give both dominant and contextual, or neither (then the budget splits 27:5)")
         for name in ("dominant", "contextual"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_count(name, getattr(self, name), "tokens per view"))
         if self.dominant == 0:
             raise ValueError("dominant must be >= 1: the [CLS] token is always among the dominant tokens")
 
     @property
     def budget(self) -> Budget:
         return Budget(self.ratio, self.tokens)
+
+    def check_fits(self, num_patches: int) -> None:
+        """Refuse, at prune() time, more tokens than a view has placeholders: the made tokens ([CLS] among the
+        dominant ones, the contextual ones) take the view's placeholder slots, N of them."""
+        self.budget.check_fits(num_patches)
+        if self.dominant is not None and self.dominant + self.contextual > num_patches:
+            raise ValueError(
+                f"dominant + contextual must be <= {num_patches} (the placeholder tokens per view of this model), "
+                f"got dominant={self.dominant}, contextual={self.contextual}"
+            )
 
     def split(self, num_patches: int) -> tuple[int, int]:
         if self.dominant is not None:
@@ -53,6 +64,8 @@ def select(config: VisionZipConfig, views: ViewSignals) -> Merged:
     features = views.require("features", "visionzip")
     keys = views.require("keys", "visionzip")[:, 1:]
     cls = views.require("cls_features", "visionzip")
+    if config.dominant is None and config.budget.kept(views.num_patches) == views.num_patches:
+        return Merged(kept=stock_rows(features), tokens=features)
     dominant, contextual = config.split(views.num_patches)
     if dominant == 0:  # an empty budget: nothing, not even [CLS]
         return Merged(kept=scores.new_zeros(scores.shape[0], 0, dtype=torch.long), tokens=features[:, :0])
@@ -64,8 +77,12 @@ def select(config: VisionZipConfig, views: ViewSignals) -> Merged:
 
 
 def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count: int) -> torch.Tensor:
-    """Contextual tokens of one view: every step-th remaining patch is a target; the others join the target
-    whose key is most cosine-similar; each token is the mean of its group (the target included)."""
+    """Contextual tokens of one view, as the reference forms them (dvlab-research/VisionZip, clip_encoder.py).
+
+    Every step-th remaining patch is a target; each other remaining patch joins the target whose key is most
+    cosine-similar; a contextual token is its target's hidden state plus the mean of the patches that joined it
+    (the target not among them; the count clamped to >= 1, so a target nobody joined stays as it is).
+    """
     remaining = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
     remaining[kept] = False
     rest, rest_keys = features[remaining], keys[remaining]
@@ -75,6 +92,11 @@ def merge(features: torch.Tensor, keys: torch.Tensor, kept: torch.Tensor, count:
     is_target[torch.arange(0, rest.shape[0], step, device=rest.device)[:count]] = True
     normed = rest_keys / rest_keys.norm(dim=-1, keepdim=True)
     assigned = (normed[~is_target] @ normed[is_target].T).argmax(dim=-1)
-    sums = rest[is_target].clone().index_add_(0, assigned, rest[~is_target])
-    counts = torch.ones(count, device=rest.device).index_add_(0, assigned, torch.ones_like(assigned, dtype=torch.float))
-    return sums / counts.unsqueeze(-1).to(sums.dtype)
+    sums = rest.new_zeros(count, rest.shape[-1]).index_add_(0, assigned, rest[~is_target])
+    counts = torch.bincount(assigned, minlength=count).clamp(min=1).unsqueeze(-1)
+    return rest[is_target] + sums / counts.to(sums.dtype)
+
+
+def stock_rows(features: torch.Tensor) -> torch.Tensor:
+    """(views, N) every patch index: a budget of every patch keeps the projector input as the stock model has it."""
+    return torch.arange(features.shape[1], device=features.device).expand(features.shape[0], -1)

@@ -44,6 +44,36 @@ SELECTION_ATTR = "_fastervlm_selection"
 
 
 @dataclass(frozen=True)
+class VisionReceived:
+    """The vision self-attention whose maps give the "received attention" score, for towers without [CLS].
+
+    attention is hooked for its call's segment boundaries (`cu_seqlens`: images, frames or windows) and rotary
+    tables; qkv for its fused q/k/v output. apply_rope is the tower's own rotary function. group: consecutive
+    rows one merged token joins (the 2 x 2 patch merger's 4).
+    """
+
+    attention: nn.Module
+    qkv: nn.Module
+    num_heads: int
+    scale: float
+    apply_rope: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    group: int
+
+
+@dataclass(frozen=True)
+class EncodedLayout:
+    """How one encoder call's merged tokens split into items (images or videos) and views (frames).
+
+    items[i] = (views, (rows, cols)): item i holds `views` views of a rows x cols merged grid each, in raster order.
+    order: (groups,) the raster index of each merged row in the order the tower keeps them (Qwen2.5-VL's windows);
+    None when the tower keeps raster order.
+    """
+
+    items: list[tuple[int, tuple[int, int]]]
+    order: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class Modality:
     """One kind of visual input a model merges into its token sequence."""
 
@@ -60,6 +90,13 @@ class ModelAdapter:
     """
 
     model_classes: tuple[str, ...] = ()
+    # Where kept tokens sit: "contiguous" renumbers them in the shorter sequence (LLaVA, as in the reference);
+    # "original" keeps the position ids the stock model gives them in the full sequence (M-RoPE: Qwen2-VL's
+    # (t, h, w) ids carry the image's geometry, which renumbering would destroy).
+    positions = "contiguous"
+    # Pick kept tokens per item from the encoder's output (`encoded_layout`) rather than at the projector's input:
+    # for towers whose views vary in size and whose projector sees one flat sequence of every image's patches.
+    selects_after_encoding = False
     supports_merging = False  # can place tokens a method makes (VisionZip's, pooling's) in the sequence
     options: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class table
 
@@ -81,11 +118,36 @@ class ModelAdapter:
     def num_llm_layers(self, model: nn.Module) -> int:
         return len(self.language_model(model).layers)
 
-    def patches_per_view(self, model: nn.Module) -> int:
+    def patches_per_view(self, model: nn.Module) -> int | None:
+        """Patches of every view; None where it depends on the image (dynamic resolution)."""
         raise NotImplementedError
 
-    def patch_grid(self, model: nn.Module) -> tuple[int, int]:
-        """(rows, cols) of one view's patches, for drawing kept patches on the image."""
+    def patch_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """(rows, cols) of one view's patches, for drawing kept patches on the image; None if it varies."""
+        raise NotImplementedError
+
+    def default_score(self, model: nn.Module) -> str:
+        """The patch score a [CLS]-scoring method runs when not told: "cls", or "received" without a [CLS]."""
+        return "cls"
+
+    def vision_received(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionReceived:
+        raise ValueError(
+            f"score='received' is implemented for vision towers without a [CLS] token; {type(model).__name__}'s "
+            "has one: use score='cls'"
+        )
+
+    def encoded_layout(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> EncodedLayout:
+        """For `selects_after_encoding` families: the items and views of one encoder call (its arguments by name)."""
+        raise NotImplementedError
+
+    def full_positions(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """For positions="original", when the caller passed none: the stock (rows, batch, L) position ids of the
+        full sequence (generate passes its own, computed by the model before it pre-encodes the images)."""
+        raise NotImplementedError
+
+    def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:
+        """For positions="original": store the (batch, 1) deltas a stock decode step without position ids adds to
+        the attention mask's running count."""
         raise NotImplementedError
 
     def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
@@ -94,6 +156,13 @@ class ModelAdapter:
 
     def vision_attention(self, model: nn.Module, modality: str, score_layer: int | None) -> VisionAttention:
         raise NotImplementedError
+
+    def unused_vision_layers(self, model: nn.Module, modality: str, score_layer: int | None) -> list[nn.Module]:
+        """The vision encoder layers after both the feature layer and the scored layer, which no output needs.
+
+        The runtime skips them while the modality's encoder runs; empty (the default) when every layer counts.
+        """
+        return []
 
     def candidates(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> torch.Tensor | None:
         """(views, N) bool: the patches this encode's layout can carry to the LLM; None when every patch can.

@@ -75,6 +75,13 @@ class LlavaAdapter(ModelAdapter):
         attention = layer.self_attn
         return VisionAttention(attention.q_proj, attention.k_proj, attention.num_heads, attention.scale, layer)
 
+    def unused_vision_layers(self, model: nn.Module, modality: str, score_layer: int | None) -> list[nn.Module]:
+        layers = getattr(model.model, self.towers[modality]).encoder.layers
+        needed = encoder_layer_for_feature(model.config.vision_feature_layer, len(layers))
+        if score_layer is not None:
+            needed = max(needed, encoder_layer_for_feature(score_layer, len(layers)))
+        return list(layers[needed + 1 :])
+
     def projector(self, model: nn.Module) -> nn.Module:
         return model.model.multi_modal_projector
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -15,42 +15,41 @@ from fastervlm.methods import METHODS, MethodConfig, method_name
 from fastervlm.methods.signals import Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
+from fastervlm.runtime.arguments import fixed_parameters, named_arguments
 from fastervlm.runtime.llm import LlmPruner
-from fastervlm.runtime.probe import ClsRowProbe
+from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
 from fastervlm.runtime.sequence import Compaction, gather_through
-from fastervlm.runtime.wrap import wrap
+from fastervlm.runtime.trim import trim_tower
+from fastervlm.runtime.wrap import InstanceBound, wrap
+
+# Inputs holding one entry per token of input_ids, shortened along with it (Qwen2-VL's modality of each token).
+PER_TOKEN_INPUTS = ("mm_token_type_ids", "token_type_ids")
 
 
-def named_arguments(function: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Every argument by name (var-keyword ones flattened), so a wrapper can rewrite any of them."""
-    signature = inspect.signature(function)
-    bound = signature.bind(*args, **kwargs).arguments
-    flat: dict[str, Any] = {}
-    for name, value in bound.items():
-        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            flat.update(value)
-        else:
-            flat[name] = value
-    return flat
+def resolve_score(config: MethodConfig, needs: frozenset[str], default: str) -> tuple[MethodConfig, frozenset[str]]:
+    """A config with a `score` choice gets the model's default recorded; "received" swaps the [CLS] row need."""
+    if not hasattr(config, "score"):
+        return config, needs
+    config = dataclasses.replace(config, score=config.score or default)
+    if config.score == "received" and "vision_cls_row" in needs:
+        needs = (needs - {"vision_cls_row"}) | {"vision_received"}
+    return config, needs
 
 
-def fixed_parameters(function: Callable[..., Any]) -> set[str]:
-    return {n for n, p in inspect.signature(function).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
-
-
-class Installation:
+class Installation(InstanceBound):
     """Everything prune() changed on one model, and the state of its most recent pruned prefill."""
 
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> None:
         self.model, self.adapter, self.config = model, adapter, config
         self.method_name = method_name(config)
         self.method = METHODS[self.method_name]
+        self.config, self.needs = resolve_score(config, self.method.needs, adapter.default_score(model))
         self.modalities: list[Modality] = adapter.modalities(model)
         self.num_patches = adapter.patches_per_view(model)
         self.report: Report | None = None
         self.undos: list[Callable[[], None]] = []
-        self.probes: dict[str, ClsRowProbe] = {}
+        self.probes: dict[str, ClsRowProbe | ReceivedProbe] = {}
         self.llm: LlmPruner | None = None  # for methods that prune inside the language model
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
@@ -65,27 +64,34 @@ class Installation:
     @classmethod
     def attach(cls, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> Installation:
         self = cls(model, adapter, config)
+        config = self.config
         score_layer = getattr(config, "score_layer", None)
-        adapter.check(model, self.method.needs, score_layer)
+        if self.method.stage == "vision" and self.method.merges and not adapter.supports_merging:
+            raise ValueError(
+                f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
+                "layout; use a selection method (fastervlm, random, fastv) on this model"
+            )
+        adapter.check(model, self.needs, score_layer)
         self.undos += adapter.install(model)
+        self.undos += trim_tower(model, adapter, score_layer)
         base = adapter.base(model)
         if self.method.stage == "llm":
             self.llm = LlmPruner(
                 adapter.language_model(model),
                 config.stages(adapter.num_llm_layers(model)),
                 lambda signals: self.method.select(config, signals),
-                self.method.needs,
+                self.needs,
             )
             self.undos += self.llm.removers()
         else:
-            config.budget.check_fits(self.num_patches)
-            if self.method.merges and not adapter.supports_merging:
-                raise ValueError(
-                    f"method {self.method_name!r} makes new tokens, which {type(model).__name__} cannot place in its "
-                    "layout; use a selection method (fastervlm, random, fastv) on this model"
-                )
-            needs = self.method.needs
+            if self.num_patches is not None:
+                getattr(config, "check_fits", config.budget.check_fits)(self.num_patches)
+            needs = self.needs
             for modality in self.modalities:
+                if "vision_received" in needs:
+                    received = ReceivedProbe(adapter.vision_received(model, modality.name, score_layer))
+                    self.probes[modality.name] = received
+                    self.undos += received.removers()
                 if needs & {"vision_cls_row", "vision_keys", "vision_cls_features"}:
                     probe = ClsRowProbe(
                         adapter.vision_attention(model, modality.name, score_layer),
@@ -95,9 +101,10 @@ class Installation:
                     self.probes[modality.name] = probe
                     self.undos += probe.removers()
                 self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
-            projector = adapter.projector(model)
-            self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
-            self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
+            if not adapter.selects_after_encoding:
+                projector = adapter.projector(model)
+                self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
+                self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
         return self
@@ -123,7 +130,8 @@ class Installation:
                 f"({self.model.config.vision_feature_layer}); unprune and prune again to change it"
             )
         probe = self.probes.get(modality)
-        self._candidates = self.adapter.candidates(self.model, modality, named_arguments(original, args, kwargs))
+        named = named_arguments(original, args, kwargs)
+        self._candidates = self.adapter.candidates(self.model, modality, named)
         self._encoding, self._kept = modality, None
         if probe is not None:
             probe.arm()
@@ -133,12 +141,15 @@ class Installation:
             self._encoding = None
             if probe is not None:
                 probe.disarm()
+        if not hasattr(output, "pooler_output"):
+            raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
+        if self.adapter.selects_after_encoding:
+            attach_selections(output, self._select_encoded(modality, named, output.pooler_output, probe))
+            return output
         kept, self._kept = self._kept, None
         rows, self._rows = self._rows, None
         if kept is None:
             raise RuntimeError(f"the projector did not run while encoding the {modality}, so nothing was selected")
-        if not hasattr(output, "pooler_output"):
-            raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
         pooled = output.pooler_output
         if self.method.merges:
             made_rows, _ = rows
@@ -147,6 +158,44 @@ class Installation:
             selections = self.adapter.selections(modality, pooled, kept)
         attach_selections(output, selections)
         return output
+
+    def _select_encoded(
+        self, modality: str, inputs: dict[str, Any], pooled: Any, probe: ReceivedProbe | ClsRowProbe | None
+    ) -> list[ImageSelection]:
+        """Select per item (image or video) from the encoder's output: views differ in size between items.
+
+        Each item's views (its frames) form one batch of equal views; the item's kept rows are its views' kept
+        tokens, view after view, in raster order.
+        """
+        layout = self.adapter.encoded_layout(self.model, modality, inputs)
+        scores = probe.scores if probe is not None else None
+        if scores is not None and layout.order is not None:
+            scores = torch.empty_like(scores).index_copy_(0, layout.order.to(scores.device), scores)
+        if len(layout.items) != len(pooled):
+            raise RuntimeError(f"the encoder returned {len(pooled)} items; their layout has {len(layout.items)}")
+        selections, start = [], 0
+        for (views, grid), features in zip(layout.items, pooled, strict=True):
+            n = grid[0] * grid[1]
+            if views * n != len(features):
+                raise RuntimeError(f"an item of {views} x {grid} merged tokens came with {len(features)} features")
+            signals = ViewSignals(
+                num_patches=n,
+                num_views=views,
+                grid=grid,
+                received_attention=None if scores is None else scores[start : start + views * n].view(views, n),
+            )
+            kept = self.method.select(self.config, signals)
+            offsets = torch.arange(views, device=kept.device).unsqueeze(1) * n
+            selections.append(
+                ImageSelection(
+                    rows=(kept + offsets).flatten().to(features.device),
+                    num_rows=views * n,
+                    views=list(kept),
+                    view_sizes=[n] * views,
+                )
+            )
+            start += views * n
+        return selections
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._encoding is None:
@@ -163,7 +212,7 @@ class Installation:
             num_views=features.shape[0],
             grid=self.adapter.patch_grid(self.model),
             cls_attention=scores,
-            features=features if "vision_features" in self.method.needs else None,
+            features=features if "vision_features" in self.needs else None,
             keys=probe.keys if probe is not None else None,
             cls_features=probe.cls_features if probe is not None else None,
             candidates=self._candidates,
@@ -232,9 +281,11 @@ class Installation:
                 output.pooler_output = kept_rows(output.pooler_output, selections[m.name])
                 encoded[m.name] = output
             inputs["mm_encoder_outputs"] = encoded
+            self._shorten_positions(inputs, plan)
             inputs["input_ids"] = plan.gather(input_ids, fill=self._pad_id())
-            if inputs.get("position_ids") is not None:
-                inputs["position_ids"] = plan.positions(inputs["position_ids"])
+            for name in PER_TOKEN_INPUTS:
+                if inputs.get(name) is not None:
+                    inputs[name] = plan.gather(inputs[name], fill=0)
             if inputs.get("attention_mask") is not None or not bool(plan.valid.all()):
                 dtype = inputs["attention_mask"].dtype if inputs.get("attention_mask") is not None else torch.long
                 inputs["attention_mask"] = plan.mask.to(dtype)
@@ -296,6 +347,41 @@ class Installation:
             keep[placeholders] = rows
         return Compaction.build(keep, attention_mask)
 
+    def _shorten_positions(self, inputs: dict[str, Any], plan: Compaction) -> None:
+        """Prefill positions for the shorter sequence, by the adapter's rule (see ModelAdapter.positions).
+
+        "original": the stock full-sequence ids are gathered along with the kept tokens (computed here by the
+        model's own rule when the caller passed none), and the model's stored rope deltas are set for the compact
+        sequence, so a stock decode step that counts the compact mask lands on the original positions. A leading
+        fourth row (transformers' M-RoPE convention: text positions, for masks only) is renumbered contiguously.
+        """
+        given = inputs.get("position_ids")
+        if self.adapter.positions != "original":
+            if given is not None:
+                inputs["position_ids"] = plan.positions(given)
+            return
+        positions = self.adapter.full_positions(self.model, inputs) if given is None else given
+        if positions.dim() == 2:
+            positions = positions.unsqueeze(0)
+        rope = positions[1:] if positions.shape[0] == 4 else positions
+        if positions.shape[0] == 4:
+            text = plan.positions(positions[0]).unsqueeze(0)
+            inputs["position_ids"] = torch.cat([text, plan.kept_positions(rope)])
+        else:
+            inputs["position_ids"] = plan.kept_positions(positions)
+        # The stock rule (get_rope_index): delta = largest position id + 1 - real tokens, here of the compact row.
+        real = plan.mask.bool().to(rope.device)
+        top = torch.where(real, plan.kept_positions(rope), torch.iinfo(rope.dtype).min).amax(dim=(0, 2))
+        self.adapter.set_rope_deltas(self.model, (top + 1 - real.sum(dim=1)).unsqueeze(1))
+
+    def _step_positions(self, positions: torch.Tensor, plan: Compaction) -> torch.Tensor:
+        """A decode step's positions: the caller's, translated by the adapter's rule (see _shorten_positions)."""
+        if self.adapter.positions != "original":
+            return plan.decode_positions(positions)
+        if positions.dim() == 3 and positions.shape[0] == 4:
+            return torch.cat([plan.decode_positions(positions[0]).unsqueeze(0), positions[1:]])
+        return positions
+
     def _translate_step(self, inputs: dict[str, Any], cache: Any, plan: Compaction) -> dict[str, Any]:
         query = inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]
         new_tokens = cache.get_seq_length() + query.shape[1] - plan.mask.shape[1]
@@ -307,7 +393,7 @@ class Installation:
             )
         inputs["attention_mask"] = plan.decode_mask(mask, new_tokens)
         if inputs.get("position_ids") is not None:
-            inputs["position_ids"] = plan.decode_positions(inputs["position_ids"])
+            inputs["position_ids"] = self._step_positions(inputs["position_ids"], plan)
         self._step_plans = []
         return inputs
 
@@ -321,15 +407,22 @@ class Installation:
     def _top_forward(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         inputs = named_arguments(original, args, kwargs)
         labels = inputs.pop("labels", None)
+        # The stock forward's can_return_tuple: return_dict=False (passed or in the config) gives output.to_tuple().
+        return_dict = inputs.pop("return_dict", None)
+        if return_dict is None:
+            return_dict = getattr(self.model.config, "return_dict", True)
         self._step_plans = []
-        output = original(**inputs)
+        output = original(**inputs, return_dict=True)
         if labels is not None:
             labels = gather_through(self._step_plans, labels, fill=-100)
             extra = {k: v for k, v in inputs.items() if k not in fixed_parameters(original)}
-            output.loss = self.model.loss_function(
+            loss = self.model.loss_function(
                 logits=output.logits, labels=labels, vocab_size=self.model.config.get_text_config().vocab_size, **extra
             )
-        return output
+            # Rebuilt rather than assigned: a ModelOutput keeps only fields set at construction as keys, and the
+            # stock output (and its tuple) puts the loss first.
+            output = type(output)(**{**output, "loss": loss})
+        return output if return_dict else output.to_tuple()
 
     # Reports.
 
@@ -360,6 +453,7 @@ class Installation:
             llm_input_lengths=lengths,
             seq_len_per_layer=[[n] * self.adapter.num_llm_layers(self.model) for n in lengths],
             applied=True,
+            score=getattr(self.config, "score", None) or "",
         )
 
     def _in_llm_report(self, columns: torch.Tensor, plan: Compaction) -> Report:

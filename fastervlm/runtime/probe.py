@@ -1,13 +1,15 @@
-"""The vision [CLS] attention row at one layer, without materialising any attention map."""
+"""Patch scores read from one vision attention layer, without materialising its attention maps."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from fastervlm.models.base import VisionAttention
+from fastervlm.models.base import VisionAttention, VisionReceived
+from fastervlm.runtime.wrap import InstanceBound
 
 
 def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
@@ -25,7 +27,7 @@ def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, s
     return probs[:, :, 0, 1:].mean(dim=1)
 
 
-class ClsRowProbe:
+class ClsRowProbe(InstanceBound):
     """Reads q_proj / k_proj outputs of one attention module while armed; computes the [CLS] row.
 
     Hooking the projections' outputs costs nothing extra: the model computes them anyway, and the
@@ -72,6 +74,73 @@ class ClsRowProbe:
         if self.armed:
             hidden = output[0] if isinstance(output, tuple) else output
             self.cls_features = hidden[:, 0].detach()
+
+    def removers(self) -> list[Callable[[], None]]:
+        return [h.remove for h in self.handles]
+
+
+def received_attention(
+    query: torch.Tensor, keys: torch.Tensor, bounds: list[int], scale: float, chunk: int = 1 << 22
+) -> torch.Tensor:
+    """Attention each token receives, (seq,): post-softmax, averaged over the heads and over the queries of its
+    segment (an image, frame or window: the tokens a block lets attend to each other).
+
+    query, keys: (seq, heads, head_dim) after the rotary embedding. Queries go in chunks of about `chunk`
+    attention entries, so no more than one chunk of one map exists at a time. fp32 so bf16 models rank as eager does.
+    """
+    heads = query.shape[1]
+    out = query.new_zeros(query.shape[0], dtype=torch.float32)
+    for start, end in itertools.pairwise(bounds):
+        n = end - start
+        k = keys[start:end].float().transpose(0, 1)  # (heads, n, head_dim)
+        step = max(1, chunk // max(heads * n, 1))
+        total = out.new_zeros(n)
+        for q0 in range(start, end, step):
+            q = query[q0 : min(q0 + step, end)].float().transpose(0, 1)  # (heads, c, head_dim)
+            total += torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1).sum(dim=(0, 1))
+        out[start:end] = total / (heads * n)
+    return out
+
+
+class ReceivedProbe(InstanceBound):
+    """Reads one vision attention's segment bounds and rotary tables, and its fused qkv output, while armed.
+
+    `scores`: (seq / group,) received attention per merged token, in the tower's row order. Hooks only read what
+    the block computes anyway; the attention kernel (sdpa, flash, eager) is left alone.
+    """
+
+    def __init__(self, attention: VisionReceived) -> None:
+        self.attention = attention
+        self.armed = False
+        self.scores: torch.Tensor | None = None
+        self._call: dict | None = None
+        self.handles = [
+            attention.attention.register_forward_pre_hook(self._on_call, with_kwargs=True),
+            attention.qkv.register_forward_hook(self._on_qkv),
+        ]
+
+    def arm(self) -> None:
+        self.armed, self.scores, self._call = True, None, None
+
+    def disarm(self) -> None:
+        self.armed, self._call = False, None
+
+    def _on_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.armed:
+            self._call = kwargs
+
+    def _on_qkv(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if not self.armed:
+            return
+        if self._call is None or "cu_seqlens" not in self._call or "position_embeddings" not in self._call:
+            raise RuntimeError("the scored vision attention was not called with cu_seqlens and position_embeddings")
+        a = self.attention
+        seq = output.shape[0]
+        query, keys, _ = output.detach().reshape(seq, 3, a.num_heads, -1).unbind(1)
+        cos, sin = self._call["position_embeddings"]
+        query, keys = a.apply_rope(query, keys, cos, sin)
+        bounds = [int(b) for b in self._call["cu_seqlens"].tolist()]
+        self.scores = received_attention(query, keys, bounds, a.scale).view(-1, a.group).mean(dim=1)
 
     def removers(self) -> list[Callable[[], None]]:
         return [h.remove for h in self.handles]

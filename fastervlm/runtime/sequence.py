@@ -1,7 +1,8 @@
 """Sequence shortening: drop columns per sample, insert method-made tokens, re-pad, and translate for decode.
 
 The pruned model is the stock model run on a shorter sequence: kept tokens get the positions the
-caller's convention gives them in that shorter sequence (contiguous, as in the reference). Every later
+caller's convention gives them in that shorter sequence (contiguous, as in the reference), or, for models whose
+position ids carry geometry (M-RoPE), the ids the stock model gives them in the full sequence. Every later
 decode step is translated from the caller's full-length view (generate keeps the caller's input_ids and
 attention mask) to the compact one that the KV cache holds. In-LLM methods shorten in stages, each stage
 compacting the previous one's sequence; `prefill_len` and `removed` always refer to the caller's prefill,
@@ -120,6 +121,17 @@ class Compaction:
         extended = torch.cat([position_ids, anchor_position.expand(batch, runs)], dim=1) + self.shift
         entry = torch.where(self.made_slots, self.made + length, self.index)
         return torch.where(self.valid, extended.gather(1, entry), 0)
+
+    def kept_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Original positions: each kept column keeps its own id; (..., batch, L) -> (..., batch, L').
+
+        For models whose position ids carry geometry (M-RoPE's (t, h, w) rows), which renumbering would destroy.
+        Made tokens have no original place; a plan with any is refused here.
+        """
+        if bool(self.made_slots.any()):
+            raise ValueError("tokens a method made have no original position; use a selection method on this model")
+        index = self.index.to(position_ids.device).expand(*position_ids.shape[:-2], *self.index.shape)
+        return torch.where(self.valid.to(position_ids.device), position_ids.gather(-1, index), 0)
 
     def decode_mask(self, attention_mask: torch.Tensor | None, new_tokens: int) -> torch.Tensor:
         """The compact mask for a step whose caller-side mask is (batch, prefill_len + t)."""

@@ -21,7 +21,7 @@ def cls_attention(model: nn.Module, inputs: dict, modality: str = "image") -> to
     probe.arm()
     try:
         with torch.no_grad():
-            model(**inputs)
+            model(**inputs, logits_to_keep=1)  # the [CLS] row is the point, not the logits
     finally:
         probe.disarm()
         for remove in probe.removers():

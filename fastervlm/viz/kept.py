@@ -58,7 +58,7 @@ def kept_reports(
         fastervlm.prune(model, config)
         try:
             with torch.no_grad():
-                model(**inputs)
+                model(**inputs, logits_to_keep=1)  # the report is the point, not the logits
             report = fastervlm.last_report(model)
         finally:
             fastervlm.unprune(model)

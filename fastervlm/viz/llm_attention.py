@@ -86,7 +86,7 @@ def last_token_image_attention(model: nn.Module, inputs: dict, modality: str = "
     recorders = [_LayerRows(layer.self_attn, score) for layer in layers]
     try:
         with torch.no_grad():
-            model(**inputs)
+            model(**inputs, logits_to_keep=1)  # the attention rows are the point, not the logits
     finally:
         for recorder in recorders:
             for handle in recorder.handles:

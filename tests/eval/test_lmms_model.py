@@ -16,8 +16,10 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance
 
 from fastervlm import last_report
+from fastervlm.api import config_of
 from fastervlm.eval import standin, videoqa
 from fastervlm.eval.lmms_model import FasterVLMLmms, model_class_for
+from fastervlm.methods import resolve_config
 from fastervlm.tiny.llava import synthetic_images
 
 TASK, SPLIT = "probe", "test"
@@ -188,3 +190,13 @@ def test_lmms_eval_cli_with_two_data_parallel_processes_matches_one(checkpoint: 
     for task in single:
         assert [s["doc_id"] for s in parallel[task]] == list(range(8))
         assert [s["filtered_resps"] for s in parallel[task]] == [s["filtered_resps"] for s in single[task]]
+
+
+def test_budget_follows_prunes_one_rule(checkpoint: Path) -> None:
+    """model_args ratio / tokens as prune() takes them: both is an error, neither is the method's default."""
+    with pytest.raises(ValueError, match="give exactly one of ratio or tokens"):
+        model(checkpoint, method="fastervlm", ratio=0.5, tokens=58)
+    lm = model(checkpoint, method="fastervlm")
+    assert config_of(lm.model) == resolve_config("fastervlm", {})
+    lm.set_pruning("fastervlm", tokens=58)
+    assert config_of(lm.model) == resolve_config("fastervlm", {"tokens": 58})

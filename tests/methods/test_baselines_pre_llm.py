@@ -69,33 +69,42 @@ def test_pool_matches_explicit_bin_averages(make_llava, batch, ratio, grid):
 
 
 def visionzip_reference(stock, pixel_values, dominant: int, contextual: int) -> tuple[list, list]:
-    """The reference algorithm, step by step: [CLS] + top (dominant - 1) patches by head-summed [CLS]
-    attention, then every step-th remaining token as a target and the rest averaged into the most
-    key-similar target (keys averaged over heads)."""
-    before, features, attentions = feature_layer_states(stock, pixel_values)
+    """dvlab-research/VisionZip's CLIPVisionTower_VisionZip.forward, step by step, on the stock tower's tensors.
+
+    Its `dominant` argument is ours minus one ([CLS] is the other). Dominant: [CLS] + the top patches by [CLS]
+    attention summed over heads, selected by a mask so they stay in sequence order. Contextual: the rest, in
+    order; every step-th of them a target; the others assigned (one-hot) to the target whose head-averaged key is
+    most cosine-similar; contextual token = target hidden + (assigned hidden summed) / count clamped to >= 1.
+    """
+    before, hidden, attentions = feature_layer_states(stock, pixel_values)
     layer = stock.model.vision_tower.encoder.layers[stock.config.vision_feature_layer]
     heads = layer.self_attn.num_heads
     with torch.no_grad():
-        keys = layer.self_attn.k_proj(layer.layer_norm1(before))
-    keys = keys.view(*keys.shape[:2], heads, -1).mean(dim=2)
-    out, kept_all = [], []
-    for f, a, k in zip(features, attentions, keys, strict=True):
-        cls_attention = a.sum(dim=0)[0, 1:]
-        kept = cls_attention.topk(dominant - 1).indices.sort().values
-        tokens = [f[0], *f[1:][kept]]
-        remaining = [i for i in range(576) if i not in set(kept.tolist())]
-        step = max(1, len(remaining) // contextual)
-        targets = remaining[::step][:contextual]
-        others = [i for i in remaining if i not in set(targets)]
-        normed = k[1:] / k[1:].norm(dim=-1, keepdim=True)
-        groups = {t: [t] for t in targets}
-        for o in others:
-            best = max(targets, key=lambda t: float(normed[o] @ normed[t]))
-            groups[best].append(o)
-        tokens += [f[1:][groups[t]].mean(dim=0) for t in targets]
-        out.append(project(stock, torch.stack(tokens)))
-        kept_all.append(kept)
-    return out, kept_all
+        metric = layer.self_attn.k_proj(layer.layer_norm1(before))
+    metric = metric.view(*metric.shape[:2], heads, -1).mean(dim=2)  # raw_key_states.mean(1): heads averaged
+    batch, tokens, dim = hidden.shape
+    dominant_num = dominant - 1
+    topk = attentions[:, :, 0, 1:].sum(dim=1).topk(dominant_num, dim=1).indices + 1
+    all_indices = torch.cat([torch.zeros(batch, 1, dtype=topk.dtype), topk], dim=1)
+    mask = torch.ones(batch, tokens, dtype=torch.bool).scatter_(1, all_indices, False)
+    dominant_tokens = hidden.masked_select(~mask.unsqueeze(-1)).view(batch, dominant_num + 1, dim)
+    metric_filtered = metric[mask].view(batch, tokens - dominant_num - 1, metric.shape[2])
+    hidden_filtered = hidden.masked_select(mask.unsqueeze(-1)).view(batch, tokens - dominant_num - 1, dim)
+    metric_normalized = metric_filtered / metric_filtered.norm(dim=-1, keepdim=True)
+    step = max(1, metric_normalized.shape[1] // contextual)
+    target_indices = torch.arange(0, metric_normalized.shape[1], step)[:contextual]
+    others = ~torch.isin(torch.arange(metric_normalized.shape[1]), target_indices)
+    similarity = torch.bmm(metric_normalized[:, others], metric_normalized[:, target_indices].transpose(1, 2))
+    assign = torch.zeros(batch, int(others.sum()), contextual).scatter_(2, similarity.argmax(dim=2, keepdim=True), 1)
+    counts = assign.sum(dim=1).clamp(min=1).unsqueeze(-1)
+    aggregated = torch.bmm(assign.transpose(1, 2), hidden_filtered[:, others]) / counts
+    contextual_tokens = hidden_filtered[:, target_indices] + aggregated
+    # The misreading this test must reject: each group's mean with its target included.
+    group_mean = (hidden_filtered[:, target_indices] + aggregated * counts) / (assign.sum(dim=1).unsqueeze(-1) + 1)
+    assert not torch.allclose(group_mean, contextual_tokens, atol=1e-3)
+    out = torch.cat([dominant_tokens, contextual_tokens], dim=1)
+    kept = topk.sort(dim=1).values - 1
+    return [project(stock, o) for o in out], list(kept)
 
 
 @pytest.mark.parametrize(("options", "split"), [({"tokens": 64}, (54, 10)), ({"ratio": 0.75}, (122, 22))])
