@@ -9,20 +9,24 @@ mistyped command import neither.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import import_module
+from typing import Any
 
 
 class Names(Sequence[str]):
-    """The sorted keys of `module.attribute`, imported on first use (argparse's `choices`)."""
+    """The sorted keys of the mapping `module.attribute` (those whose value passes `where`), imported on first use
+    (argparse's `choices`)."""
 
-    def __init__(self, module: str, attribute: str) -> None:
-        self.module, self.attribute = module, attribute
+    def __init__(self, module: str, attribute: str, where: Callable[[Any], bool] | None = None) -> None:
+        self.module, self.attribute, self.where = module, attribute, where
         self._names: list[str] | None = None
 
     def names(self) -> list[str]:
         if self._names is None:
-            self._names = sorted(getattr(import_module(self.module), self.attribute))
+            registry = getattr(import_module(self.module), self.attribute)
+            keep = self.where or (lambda _: True)
+            self._names = sorted(name for name in registry if keep(registry[name]))
         return self._names
 
     def __getitem__(self, index: int) -> str:  # type: ignore[override]

@@ -234,7 +234,9 @@ def test_viz_with_only_an_image_writes_png_and_pdf_in_the_current_folder(image_f
 
 def test_viz_names_the_allowed_methods(image_file, capsys):
     assert main(["viz", "--image", str(image_file), "--methods", "fastervlm,nope"]) == 2
-    assert "--methods must be comma-separated names from: fastervlm, fastv" in capsys.readouterr().err
+    assert f"--methods must be comma-separated names from: {', '.join(sorted(fastervlm.METHODS))}" in (
+        capsys.readouterr().err
+    )
 
 
 def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from fastervlm.bench import profile_cli
 from fastervlm.cli_args import METHOD_NAMES, Names, add_threads
 from fastervlm.terminal import print_table
 
@@ -86,6 +87,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--plot", type=Path, help="write a PNG of measured and ideal speed-up against the ratio")
     add_threads(lat)
     lat.set_defaults(func=run_latency)
+    profile_cli.add_parser(kinds)
 
 
 def check_methods(methods: list[str]) -> None:
