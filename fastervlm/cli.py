@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from transformers import ProcessorMixin
 
 # Heavy modules (torch, transformers, matplotlib, the models) are imported inside the commands that use them,
-# so that --help, --version and argument errors answer at once.
-
-# A registry's names as metavar + help: argparse then lists them only when it prints help (see cli_args.Names).
-ARCH_HELP = "model family: %(choices)s (default %(default)s)"
+# so that --help, --version and argument errors answer at once. A registry's names go in as metavar + help:
+# argparse then lists them only when it prints help (see cli_args.Names).
+ARCH_HELP = (
+    "model family: %(choices)s; read from --model's config when left out (and checked against it when given); "
+    "llava-1.5 for the tiny model"
+)
 METHOD_HELP = "pruning method: %(choices)s (default %(default)s)"
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
 
@@ -75,6 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fastervlm.viz import kept_grid_figure
     from fastervlm.viz.kept import bright_patches
 
+    args.arch = demo.resolve_arch(args.model, args.arch)
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
@@ -113,6 +116,7 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if args.model == demo.TINY:
         print(random_note(args.arch))
     images = open_images(args.image)
@@ -137,6 +141,7 @@ def run_viz(args: argparse.Namespace) -> int:
     from fastervlm.methods import resolve_config
     from fastervlm.viz import save_figure
 
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if (args.image is None) != (args.arch == "video-llava"):
         raise ValueError(
             f"--image is required for --arch llava-1.5 and llava-next and not taken by video-llava (which draws a "
@@ -360,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser("demo", help="time a model unpruned and pruned at several ratios; draw the kept patches")
     d.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     d.add_argument("--ratios", type=ratio_list, default=[0.5, 0.75, 0.9, 0.95], help="comma-separated, e.g. 0.5,0.9")
-    d.add_argument("--arch", default="llava-1.5", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
+    d.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     d.add_argument(
         "--images", type=positive_int, default=2, help="synthetic images (videos for video-llava) without --image"
     )
@@ -376,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = commands.add_parser("generate", help="answer one question about each image with a pruned model")
     g.add_argument("--model", required=True, help="hub id or local directory; 'tiny' is the embedded random model")
-    g.add_argument("--arch", default="llava-1.5", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
+    g.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     g.add_argument("--image", action="append", required=True, help="image file (repeatable)")
     g.add_argument(
         "--prompt", required=True, help="question; wrapped as 'USER: <image>\\n... ASSISTANT:' unless it has <image>"
@@ -392,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=run_generate)
 
     v = commands.add_parser("viz", help="draw the [CLS] attention and each method's kept patches on one image")
-    v.add_argument("--arch", default="llava-1.5", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
+    v.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     v.add_argument("--image", help="image file; required except for video-llava, which draws a synthetic video")
     v.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     v.add_argument("--prompt", help="question (in-LLM methods score from it); default: a generic one")
