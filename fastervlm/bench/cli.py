@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from fastervlm.bench import profile_cli
 from fastervlm.bench.archs import ARCHS, arch
 from fastervlm.bench.flops import CONVENTIONS, FlopsRow, flops
 from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
@@ -77,6 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--json", type=Path, help="write the rows (and the hardware) as JSON")
     lat.add_argument("--plot", type=Path, help="write a PNG of measured and ideal speed-up against the ratio")
     lat.set_defaults(func=run_latency)
+    profile_cli.add_parser(kinds)
 
 
 def run_flops(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from fastervlm.bench.archs import ARCHS, Arch
 from fastervlm.budget import kept_count
 from fastervlm.methods import method_entry
 from fastervlm.models import adapter_for
+from fastervlm.runtime.trim import TowerTrim
 
 CONVENTIONS = ("counted", "paper")
 FP16_BYTES = 2
@@ -42,11 +43,12 @@ class FlopsRow:
     convention: str
     visual_tokens: int  # visual tokens in the deepest layer (the paper's column)
     flops_t: float
-    vision_t: float
+    vision_t: float  # the tower as this row's model runs it (a pruned model stops at the feature layer)
     projector_t: float
     llm_t: float
     lm_head_t: float
     kv_visual_mb: float  # fp16 KV cache of the visual tokens, all layers
+    vision_cut_t: float = 0.0  # tower layers after the feature layer: no output needs them (counted convention)
     visual_per_layer: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -96,13 +98,15 @@ def token_plan(arch: Arch, method: str, ratio: float, equal: bool = False) -> To
 
 
 @cache
-def full_size(name: str, scale: float = 1.0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-    """Vision tower, projector, language model and LM head, widths x scale, as fake tensors."""
+def full_size(name: str, scale: float = 1.0) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, TowerTrim]:
+    """Vision tower, projector, language model and LM head, widths x scale, as fake tensors; and the tower's trim."""
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = ARCHS[name].model(scale)
         model.set_attn_implementation("eager")
-    base = model.model
-    return getattr(base, ARCHS[name].tower), base.multi_modal_projector, base.language_model, model.lm_head
+    base, arch = model.model, ARCHS[name]
+    modality = "video" if arch.tower == "video_tower" else "image"
+    trim = TowerTrim(adapter_for(model, **arch.options).unused_vision_layers(model, modality, None))
+    return getattr(base, arch.tower), base.multi_modal_projector, base.language_model, model.lm_head, trim
 
 
 def counted(run: callable) -> float:
@@ -136,20 +140,24 @@ def flops(
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     plan = token_plan(arch, method, ratio, equal)
-    tower, projector, language_model, lm_head = full_size(arch.name, scale)
+    tower, projector, language_model, lm_head, trim = full_size(arch.name, scale)
     size = arch.vision.image_size
     with FakeTensorMode(allow_non_fake_inputs=True):
         pixels = torch.empty(arch.views, 3, size, size)
         rows = torch.empty(plan.projected, tower.config.hidden_size)
         last = torch.empty(1, language_model.config.hidden_size)
     vision = counted(lambda: tower(pixels))
-    if convention == "paper":
+    cut = 0.0
+    if convention == "paper":  # the paper counts the whole tower
         proj = head = 0.0
         llm = paper_llm_flops(language_model.config, plan.visual)
     else:
         proj = counted(lambda: projector(rows))
         llm = llm_flops(language_model, plan.lengths)
         head = counted(lambda: lm_head(last))  # generate's prefill keeps the last position's logits only
+        cut = vision - counted(lambda: trim.around(lambda: tower(pixels)))
+        if method != "none" or arch.options:  # the runtime runs this row: the tower stops at the feature layer
+            vision -= cut
     kv = sum(plan.visual) * 2 * language_model.config.hidden_size * FP16_BYTES / 2**20
     return FlopsRow(
         arch=arch.scaled_name(scale),
@@ -164,4 +172,5 @@ def flops(
         lm_head_t=head,
         kv_visual_mb=kv,
         visual_per_layer=plan.visual,
+        vision_cut_t=cut,
     )

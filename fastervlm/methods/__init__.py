@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import fastervlm, fastv, pool, random, sparsevlm, visionzip
+from fastervlm.methods import dart, fastervlm, fastv, pool, random, sparsevlm, visionzip
 
 # A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
 # `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
@@ -23,7 +23,7 @@ class Method:
     @property
     def stage(self) -> str:
         """Where it prunes: "vision" (before the LLM, per view) or "llm" (inside it, per sample)."""
-        return "llm" if "llm_query_row" in self.needs else "vision"
+        return "llm" if any(need.startswith("llm_") for need in self.needs) else "vision"
 
 
 METHODS: dict[str, Method] = {
@@ -41,6 +41,7 @@ METHODS: dict[str, Method] = {
         needs=frozenset({"vision_cls_row", "vision_features", "vision_keys", "vision_cls_features"}),
         merges=True,
     ),
+    "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -61,19 +61,35 @@ class Merged:
     tokens: torch.Tensor
 
 
+QUERIES = ("last", "text", "visual_text")
+SCORES = ("previous", "own")
+HEADS = ("mean", "max")
+
+
 @dataclass(frozen=True)
 class LlmStages:
     """Where an in-LLM method prunes, resolved against one language model by the method's config.
 
-    layers: decoder layers whose input is shortened, ascending; the stage at layer K scores with the q/k that
-    layer K-1 computes. queries: the rows that score, "last" (the sample's last real token) or "text" (its real
-    non-visual tokens after the first image token; the last real token if there are none). contiguous: renumber
-    positions in the shorter sequence, or keep each token's position id (a made token takes its anchor's).
+    layers: decoder layers whose input is shortened, ascending.
+    score: which q/k the stage at layer K scores with: "previous", the q/k layer K-1 computed (FastV, SparseVLM);
+    "own", layer K's input norm and q/k projections applied to its input before it is shortened (PyramidDrop).
+    queries: the rows that score, "last" (the sample's last real token), "text" (its real non-visual tokens after
+    the first visual token; the last real token if there are none) or "visual_text" (its visual tokens and those
+    text rows). heads: how attention over heads is reduced, "mean" or "max".
+    contiguous: renumber positions in the shorter sequence, or keep each token's position id (a made token takes
+    its anchor's).
     """
 
     layers: tuple[int, ...]
     queries: str = "last"
     contiguous: bool = False
+    score: str = "previous"
+    heads: str = "mean"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("queries", QUERIES), ("score", SCORES), ("heads", HEADS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -81,19 +97,35 @@ class LlmSignals:
     """What an in-LLM method sees at one stage, per sample (samples hold different image counts).
 
     A sample's visual tokens are its image tokens still in the sequence plus tokens earlier stages made, in
-    sequence order. stage: index into LlmStages.layers.
-    query_attention[b]: (q_b, n_visual_b) attention each query row pays the visual tokens at layer K-1,
-    post-softmax over all real keys it may see, averaged over heads.
+    sequence order; its query rows are the ones LlmStages.queries names, in sequence order. stage: index into
+    LlmStages.layers. image_tokens[b]: image tokens sample b entered the language model with.
+    visual_index[b] / query_index[b]: (n_visual_b,) / (q_b,) each token's index in the sample's unpadded prefill
+    sequence (-1 for made tokens).
+    query_is_visual[b]: (q_b,) bool, which query rows are visual tokens.
+    query_attention[b] ("llm_query_row"): (q_b, n_visual_b) attention each query row pays the visual tokens,
+    post-softmax over all real keys it may see, reduced over heads as LlmStages.heads says.
     visual_states[b] ("llm_visual_states"): (n_visual_b, dim) hidden states of the visual tokens entering layer K.
     image_embeds[b] / query_embeds[b] ("llm_input_embeds"): (n_image_b, dim) / (q_b, dim) the language model's
     input embeddings of the sample's image tokens and of its query rows (text rows never change across stages).
+    visual_keys[b] / query_keys[b] ("llm_keys"): (n_visual_b, kv_heads * head_dim) / (q_b, ...) the scoring keys,
+    rotary embedding applied, heads concatenated.
+    visual_normed[b] / query_normed[b] ("llm_normed_states"): the hidden states entering layer K passed through the
+    language model's final norm, as its head would see them.
     """
 
     stage: int
-    query_attention: list[torch.Tensor]
+    image_tokens: list[int] = field(default_factory=list)
+    visual_index: list[torch.Tensor] = field(default_factory=list)
+    query_index: list[torch.Tensor] = field(default_factory=list)
+    query_is_visual: list[torch.Tensor] = field(default_factory=list)
+    query_attention: list[torch.Tensor] | None = None
     visual_states: list[torch.Tensor] | None = None
     image_embeds: list[torch.Tensor] | None = None
     query_embeds: list[torch.Tensor] | None = None
+    visual_keys: list[torch.Tensor] | None = None
+    query_keys: list[torch.Tensor] | None = None
+    visual_normed: list[torch.Tensor] | None = None
+    query_normed: list[torch.Tensor] | None = None
 
     @property
     def image_attention(self) -> list[torch.Tensor]:

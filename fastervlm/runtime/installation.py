@@ -21,7 +21,7 @@ from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
 from fastervlm.runtime.sequence import Compaction, gather_through
 from fastervlm.runtime.trim import trim_tower
-from fastervlm.runtime.wrap import wrap
+from fastervlm.runtime.wrap import InstanceBound, wrap
 
 # Inputs holding one entry per token of input_ids, shortened along with it (Qwen2-VL's modality of each token).
 PER_TOKEN_INPUTS = ("mm_token_type_ids", "token_type_ids")
@@ -37,7 +37,7 @@ def resolve_score(config: MethodConfig, needs: frozenset[str], default: str) -> 
     return config, needs
 
 
-class Installation:
+class Installation(InstanceBound):
     """Everything prune() changed on one model, and the state of its most recent pruned prefill."""
 
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> None:
@@ -419,15 +419,22 @@ class Installation:
     def _top_forward(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         inputs = named_arguments(original, args, kwargs)
         labels = inputs.pop("labels", None)
+        # The stock forward's can_return_tuple: return_dict=False (passed or in the config) gives output.to_tuple().
+        return_dict = inputs.pop("return_dict", None)
+        if return_dict is None:
+            return_dict = getattr(self.model.config, "return_dict", True)
         self._step_plans = []
-        output = original(**inputs)
+        output = original(**inputs, return_dict=True)
         if labels is not None:
             labels = gather_through(self._step_plans, labels, fill=-100)
             extra = {k: v for k, v in inputs.items() if k not in fixed_parameters(original)}
-            output.loss = self.model.loss_function(
+            loss = self.model.loss_function(
                 logits=output.logits, labels=labels, vocab_size=self.model.config.get_text_config().vocab_size, **extra
             )
-        return output
+            # Rebuilt rather than assigned: a ModelOutput keeps only fields set at construction as keys, and the
+            # stock output (and its tuple) puts the loss first.
+            output = type(output)(**{**output, "loss": loss})
+        return output if return_dict else output.to_tuple()
 
     # Reports.
 

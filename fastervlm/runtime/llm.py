@@ -1,10 +1,11 @@
-"""In-LLM pruning: at each stage layer K, score visual tokens from layer K-1's q/k and run layers >= K on fewer.
+"""In-LLM pruning: at each stage layer K, score visual tokens from q/k and run layers >= K on fewer.
 
 Layers below the first stage and their KV cache keep every token; each stage compacts the previous stage's
 sequence (dropping visual tokens, inserting tokens the method made) and gives its layers a mask and positions
 rebuilt for it (prefill), and at each decode step a mask sized to their own, shorter cache. Nothing here
-forces eager attention: the scores come from the q/k projections the layer computes anyway, with the model's
-own rotary embedding.
+forces eager attention: the scores come from the q/k projections layer K-1 computes anyway (or, for methods that
+score with layer K's own projections, from those applied to its input once), with the model's own rotary
+embedding.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from transformers.masking_utils import create_causal_mask
 
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 from fastervlm.runtime.sequence import Compaction
+from fastervlm.runtime.wrap import InstanceBound
 
 Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
@@ -41,7 +43,7 @@ def shortened_positions(plan: Compaction, positions: torch.Tensor, contiguous: b
     return torch.where(plan.valid.to(positions.device), positions.gather(-1, index), 0)
 
 
-class LlmPruner:
+class LlmPruner(InstanceBound):
     """Hooks on one language model for a method that prunes inside it, at one or more stage layers."""
 
     def __init__(
@@ -58,17 +60,20 @@ class LlmPruner:
         self.apply_rope = inspect.getmodule(type(layers[0].self_attn)).apply_rotary_pos_emb
         self.phase: str | None = None  # "prefill" or "decode" while a pruned forward runs
         self.visual: torch.Tensor | None = None  # (batch, L) visual columns of the current stage's sequence
+        self.origin: torch.Tensor | None = None  # (batch, L) each column's index in the unpadded prefill, -1 if made
         self.plans: list[Compaction] = []  # one per stage, of the last prefill
         self._input_lengths: list[int] = []
+        self._image_tokens: list[int] = []
         self._step: dict[str, Any] = {}
         self.handles = [language_model.register_forward_pre_hook(self._on_model, with_kwargs=True)]
-        for k in stages.layers:
-            attention = layers[k - 1].self_attn
-            self.handles += [
-                attention.register_forward_pre_hook(self._on_attention, with_kwargs=True),
-                attention.q_proj.register_forward_hook(self._on_query),
-                attention.k_proj.register_forward_hook(self._on_keys),
-            ]
+        if stages.score == "previous" and needs & {"llm_query_row", "llm_keys"}:
+            for k in stages.layers:
+                attention = layers[k - 1].self_attn
+                self.handles += [
+                    attention.register_forward_pre_hook(self._on_attention, with_kwargs=True),
+                    attention.q_proj.register_forward_hook(self._on_query),
+                    attention.k_proj.register_forward_hook(self._on_keys),
+                ]
         for index in range(stages.layers[0], len(layers)):
             hook = self._layer_hook(index)
             self.handles.append(layers[index].register_forward_pre_hook(hook, with_kwargs=True))
@@ -83,6 +88,7 @@ class LlmPruner:
         self.phase, self._step = phase, {}
         if phase == "prefill":
             self.visual, self.plans = columns, []
+            self._image_tokens = columns.sum(dim=1).tolist()
         elif phase == "decode":
             self.plans = list(plans or [])
 
@@ -116,6 +122,7 @@ class LlmPruner:
         self._step.update(mask=mask, positions=positions, text=text, cache=cache)
         if self.phase == "prefill":
             self._input_lengths = mask.sum(dim=1).tolist()
+            self.origin = (mask.long().cumsum(dim=1) - 1).masked_fill(mask == 0, -1).to(embeds.device)
             if "llm_input_embeds" in self.needs:
                 rows = [self._query_rows(b, mask[b].bool()) for b in range(batch)]
                 self._step["image_embeds"] = [embeds[b, self.visual[b]].detach() for b in range(batch)]
@@ -133,37 +140,60 @@ class LlmPruner:
         if self.phase == "prefill":
             self._step["keys"] = output.detach()
 
-    # Scoring: attention the visual tokens receive at layer K-1, from the chosen query rows only.
+    # Scoring: attention the visual tokens receive, from the chosen query rows only; the keys themselves.
 
-    def _query_attention(self) -> list[torch.Tensor]:
-        step, attention = self._step, self._step["attention"]
-        head_dim = attention.head_dim
+    def _scoring(self, stage: int, hidden: torch.Tensor) -> dict[str, Any]:
+        """q/k projections (batch, L, heads * head_dim), rotary tables and the attention module that scores."""
+        step = self._step
+        if self.stages.score == "previous":
+            return {"query": step["query"], "keys": step["keys"], "rope": step["rope"], "attention": step["attention"]}
+        layer = self.layers[self.stages.layers[stage]]
+        attention = layer.self_attn
+        normed = layer.input_layernorm(hidden)
+        return {
+            "query": attention.q_proj(normed) if "llm_query_row" in self.needs else None,
+            "keys": attention.k_proj(normed),
+            "rope": self.language_model.rotary_emb(hidden, position_ids=step["positions"]),
+            "attention": attention,
+        }
+
+    def _rotated_keys(self, scoring: dict[str, Any]) -> torch.Tensor:
+        """(batch, kv_heads, L, head_dim) keys with the rotary embedding applied."""
+        batch, length = self._step["mask"].shape
+        cos, sin = (t.expand(batch, *t.shape[1:]) for t in scoring["rope"])  # forward() without positions: batch 1
+        keys = scoring["keys"].view(batch, length, -1, scoring["attention"].head_dim).transpose(1, 2)
+        return self.apply_rope(keys, keys, cos, sin)[0]
+
+    def _query_attention(self, scoring: dict[str, Any], keys: torch.Tensor, rows: list[torch.Tensor]) -> list:
+        step, attention = self._step, scoring["attention"]
         mask = step["mask"].bool()
         batch, length = mask.shape
-        cos, sin = (t.expand(batch, *t.shape[1:]) for t in step["rope"])  # forward() without positions: batch 1
-        queries = step["query"].view(batch, length, -1, head_dim).transpose(1, 2)
-        keys = step["keys"].view(batch, length, -1, head_dim).transpose(1, 2)
-        keys = self.apply_rope(keys, keys, cos, sin)[0]
+        cos, sin = (t.expand(batch, *t.shape[1:]) for t in scoring["rope"])
+        queries = scoring["query"].view(batch, length, -1, attention.head_dim).transpose(1, 2)
         keys = keys.repeat_interleave(queries.shape[1] // keys.shape[1], dim=1)  # grouped-query heads
         out = []
         for b in range(batch):
-            rows = self._query_rows(b, mask[b])
+            r = rows[b]
             q = self.apply_rope(
-                queries[b : b + 1, :, rows], queries[b : b + 1, :, rows], cos[b : b + 1, rows], sin[b : b + 1, rows]
+                queries[b : b + 1, :, r], queries[b : b + 1, :, r], cos[b : b + 1, r], sin[b : b + 1, r]
             )[0]
             logits = (q.float() @ keys[b : b + 1].float().transpose(-1, -2)) * attention.scaling  # (1, H, q, L)
-            allowed = mask[b].unsqueeze(0) & (torch.arange(length, device=mask.device) <= rows.unsqueeze(1))
-            probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
-            out.append(probs[0].mean(dim=0)[:, self.visual[b]])
+            allowed = mask[b].unsqueeze(0) & (torch.arange(length, device=mask.device) <= r.unsqueeze(1))
+            probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)[0]
+            reduced = probs.mean(dim=0) if self.stages.heads == "mean" else probs.max(dim=0).values
+            out.append(reduced[:, self.visual[b]])
         return out
 
     def _query_rows(self, b: int, real: torch.Tensor) -> torch.Tensor:
         last = last_real_column(real.unsqueeze(0))
         if self.stages.queries == "last":
             return last
-        visual = self.visual[b]
+        visual = self.visual[b].to(real.device)
         after = torch.arange(real.numel(), device=real.device) > int(visual.long().argmax())
-        rows = (after & real & ~visual).nonzero().squeeze(1)
+        text = after & real & ~visual
+        if self.stages.queries == "visual_text":
+            return (text | (real & visual)).nonzero().squeeze(1)
+        rows = text.nonzero().squeeze(1)
         return rows if rows.numel() else last
 
     # Layers from the first stage on: shorten at each stage layer (prefill), feed its layers their mask/positions.
@@ -184,16 +214,36 @@ class LlmPruner:
         return hook
 
     def _shorten(self, stage: int, hidden: torch.Tensor) -> torch.Tensor:
-        step, visual = self._step, self.visual
-        states = None
-        if "llm_visual_states" in self.needs:
-            states = [hidden[b, visual[b]].detach() for b in range(hidden.shape[0])]
+        step, visual, needs = self._step, self.visual, self.needs
+        batch = hidden.shape[0]
+        mask = step["mask"].bool()
+        rows = [self._query_rows(b, mask[b]) for b in range(batch)]
+        per_sample = {
+            "visual_index": [self.origin[b, visual[b]] for b in range(batch)],
+            "query_index": [self.origin[b, rows[b]] for b in range(batch)],
+            "query_is_visual": [visual[b, rows[b]] for b in range(batch)],
+        }
+        if needs & {"llm_query_row", "llm_keys"}:
+            scoring = self._scoring(stage, hidden)
+            keys = self._rotated_keys(scoring)
+            if "llm_query_row" in needs:
+                per_sample["query_attention"] = self._query_attention(scoring, keys, rows)
+            if "llm_keys" in needs:
+                flat = keys.transpose(1, 2).flatten(2).detach()  # (batch, L, kv_heads * head_dim)
+                per_sample["visual_keys"] = [flat[b, visual[b]] for b in range(batch)]
+                per_sample["query_keys"] = [flat[b, rows[b]] for b in range(batch)]
+        if "llm_visual_states" in needs:
+            per_sample["visual_states"] = [hidden[b, visual[b]].detach() for b in range(batch)]
+        if "llm_normed_states" in needs:
+            normed = self.language_model.norm(hidden).detach()
+            per_sample["visual_normed"] = [normed[b, visual[b]] for b in range(batch)]
+            per_sample["query_normed"] = [normed[b, rows[b]] for b in range(batch)]
         signals = LlmSignals(
             stage=stage,
-            query_attention=self._query_attention(),
-            visual_states=states,
+            image_tokens=self._image_tokens,
             image_embeds=step.get("image_embeds"),
             query_embeds=step.get("query_embeds"),
+            **per_sample,
         )
         keep = ~visual
         made, anchor, tokens = [], [], []
@@ -217,6 +267,7 @@ class LlmPruner:
             step["text"] = plan.positions(step["text"])
         step["mask"] = plan.mask
         self.visual = plan.gather(visual, fill=False) | plan.made_slots
+        self.origin = plan.gather(self.origin, fill=-1)
         return plan.place(plan.gather(hidden, fill=0), tokens)
 
     def _layer_kwargs(self, stage: int, hidden: torch.Tensor) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fastervlm.models.base import VisionAttention, VisionReceived
+from fastervlm.runtime.wrap import InstanceBound
 
 
 def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
@@ -26,7 +27,7 @@ def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, s
     return probs[:, :, 0, 1:].mean(dim=1)
 
 
-class ClsRowProbe:
+class ClsRowProbe(InstanceBound):
     """Reads q_proj / k_proj outputs of one attention module while armed; computes the [CLS] row.
 
     Hooking the projections' outputs costs nothing extra: the model computes them anyway, and the
@@ -101,7 +102,7 @@ def received_attention(
     return out
 
 
-class ReceivedProbe:
+class ReceivedProbe(InstanceBound):
     """Reads one vision attention's segment bounds and rotary tables, and its fused qkv output, while armed.
 
     `scores`: (seq / group,) received attention per merged token, in the tower's row order. Hooks only read what

@@ -16,10 +16,10 @@ from typing import Any
 from torch import nn
 
 from fastervlm.models.base import ModelAdapter
-from fastervlm.runtime.wrap import wrap
+from fastervlm.runtime.wrap import InstanceBound, wrap
 
 
-class TowerTrim:
+class TowerTrim(InstanceBound):
     """Skip `layers` (each a vision encoder layer) while one of the wrapped encoders runs."""
 
     def __init__(self, layers: Sequence[nn.Module]) -> None:
