@@ -15,6 +15,8 @@ CASES = [
     ("random", {"ratio": 0.9}),
     ("pool", {"ratio": 0.9}),
     ("sparsevlm", {"ratio": 0.75}),
+    ("vispruner", {"ratio": 0.9}),
+    ("divprune", {"tokens": 64}),
     ("dart", {"ratio": 0.75}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it

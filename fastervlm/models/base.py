@@ -179,6 +179,13 @@ class ModelAdapter:
         """
         return kept
 
+    def patch_features(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """The patch rows of projector-input (or -output) features, (views, N, dim): what methods compare.
+
+        The default suits towers whose features are the patches alone; a model with extra rows drops them here.
+        """
+        return features
+
     def projector(self, model: nn.Module) -> nn.Module:
         raise NotImplementedError
 

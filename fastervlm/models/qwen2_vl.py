@@ -25,6 +25,10 @@ from fastervlm.models.llava import encoder_layer_for_feature
 FEATURE_LAYER = -1  # the merger reads the last block's output
 
 
+# Signals the projector-input path computes and this family's select-after-encoding path does not.
+UNPROVIDED = frozenset({"vision_features", "projected_features", "vision_keys", "vision_cls_features"})
+
+
 class Qwen2VLAdapter(ModelAdapter):
     model_classes = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
     positions = "original"
@@ -50,6 +54,13 @@ class Qwen2VLAdapter(ModelAdapter):
         return "received"
 
     def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
+        missing = needs & UNPROVIDED
+        if missing:
+            raise ValueError(
+                f"this method needs {', '.join(sorted(missing))}, which {type(model).__name__} does not provide: its "
+                "views vary in size and are selected from the encoder's merged output, where only the received "
+                "attention is computed; use fastervlm, random or an in-LLM method on this model"
+            )
         if "vision_cls_row" in needs:
             raise ValueError(
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower "

@@ -219,12 +219,15 @@ class Installation(InstanceBound):
             raise RuntimeError(
                 f"[CLS] scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
+        # module.forward, not module(...): calling the projector would run this hook again.
+        needs, patches = self.needs, self.adapter.patch_features
         signals = ViewSignals(
             num_patches=self.num_patches,
             num_views=features.shape[0],
             grid=self.adapter.patch_grid(self.model),
             cls_attention=scores,
-            features=features if "vision_features" in self.needs else None,
+            features=patches(self._encoding, features) if "vision_features" in needs else None,
+            projected=patches(self._encoding, module.forward(features)) if "projected_features" in needs else None,
             keys=probe.keys if probe is not None else None,
             cls_features=probe.cls_features if probe is not None else None,
             candidates=self._candidates,
