@@ -32,6 +32,10 @@ from fastervlm.viz.kept import config_label
 from fastervlm.viz.llm_attention import last_token_image_attention
 from fastervlm.viz.samples import samples as data_samples
 
+ARCH_HELP = (
+    f"model family; read from --model's config when left out (and checked against it when given); "
+    f"{demo.DEFAULT_ARCH} for the tiny model"
+)
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
 
 
@@ -81,6 +85,7 @@ def open_images(paths: list[str]) -> list[Image.Image]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    args.arch = demo.resolve_arch(args.model, args.arch)
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
@@ -115,6 +120,7 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if args.model == demo.TINY:
         print(random_note(args.arch))
     images = open_images(args.image)
@@ -135,6 +141,7 @@ def run_viz(args: argparse.Namespace) -> int:
     LLaVA-1.5 gets one row per method; LLaVA-NeXT one row per method x ratio (base view, then the crops in place on
     the padded grid-resolution image); Video-LLaVA one row per method x ratio holding its 8 frames.
     """
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if (args.image is None) != (args.arch == "video-llava"):
         raise ValueError(
             f"--image is required for --arch llava-1.5 and llava-next and not taken by video-llava (which draws a "
@@ -307,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser("demo", help="time a model unpruned and pruned at several ratios; draw the kept patches")
     d.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     d.add_argument("--ratios", type=ratio_list, default=[0.5, 0.75, 0.9, 0.95], help="comma-separated, e.g. 0.5,0.9")
-    d.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    d.add_argument("--arch", choices=sorted(demo.ARCHS), help=ARCH_HELP)
     d.add_argument(
         "--images", type=positive_int, default=2, help="synthetic images (videos for video-llava) without --image"
     )
@@ -322,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = commands.add_parser("generate", help="answer one question about each image with a pruned model")
     g.add_argument("--model", required=True, help="hub id or local directory; 'tiny' is the embedded random model")
-    g.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    g.add_argument("--arch", choices=sorted(demo.ARCHS), help=ARCH_HELP)
     g.add_argument("--image", action="append", required=True, help="image file (repeatable)")
     g.add_argument(
         "--prompt", required=True, help="question; wrapped as 'USER: <image>\\n... ASSISTANT:' unless it has <image>"
@@ -337,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=run_generate)
 
     v = commands.add_parser("viz", help="draw the [CLS] attention and each method's kept patches on one image")
-    v.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    v.add_argument("--arch", choices=sorted(demo.ARCHS), help=ARCH_HELP)
     v.add_argument("--image", help="image file; required except for video-llava, which draws a synthetic video")
     v.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     v.add_argument("--prompt", help="question (in-LLM methods score from it); default: a generic one")

@@ -16,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoProcessor,
     BatchFeature,
     LlavaForConditionalGeneration,
@@ -41,6 +42,7 @@ from fastervlm.tiny import (
 )
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
+DEFAULT_ARCH = "llava-1.5"  # the tiny model's family unless --arch names another
 TINY_TEXT_LAYERS = 17  # every in-LLM method prunes in it: SparseVLM shortens after layer 15, for layer 16
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}  # processor keyword -> its placeholder in the prompt
 
@@ -103,21 +105,45 @@ ARCHS = {
 }
 
 
+def resolve_arch(model: str | None, arch: str | None) -> str:
+    """The model family: read from a checkpoint's config (`arch`, if given, must agree); llava-1.5 for the tiny model.
+
+    A LLaVA-NeXT checkpoint loaded as LLaVA-1.5 (or the reverse) fails deep inside the model with a message that
+    names neither; the config's model_type says which it is.
+    """
+    if model is None or model == TINY:
+        return arch or DEFAULT_ARCH
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
+        raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
+    model_type = AutoConfig.from_pretrained(model).model_type
+    found = {family.model_class.config_class.model_type: name for name, family in ARCHS.items()}
+    if model_type not in found:
+        raise ValueError(
+            f"--model {model!r} is a {model_type!r} checkpoint; --arch supports {', '.join(sorted(found))} "
+            f"({', '.join(f'{t} -> {n}' for t, n in sorted(found.items()))})"
+        )
+    if arch is not None and arch != found[model_type]:
+        raise ValueError(
+            f"--arch {arch} does not match --model {model!r}, a {model_type!r} checkpoint ({found[model_type]}); "
+            "leave --arch out to use the checkpoint's own family"
+        )
+    return found[model_type]
+
+
 def load_llava(
-    model: str | None, *, arch: str = "llava-1.5", attn: str = "sdpa", device: str = "cpu"
+    model: str | None, *, arch: str | None = None, attn: str = "sdpa", device: str = "cpu"
 ) -> tuple[nn.Module, ProcessorMixin]:
     """A LLaVA-family model and its processor, ready for batched generation.
 
     model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the arch's embedded tiny model
-    with random weights (the real geometry, nothing downloaded).
+    with random weights (the real geometry, nothing downloaded). arch: the family, read from the checkpoint's
+    config when left out (and checked against it when given).
     """
-    family = ARCHS[arch]
+    family = ARCHS[resolve_arch(model, arch)]
     if model is None or model == TINY:
         llava, processor = family.tiny(attn_implementation=attn, text_layers=TINY_TEXT_LAYERS), family.tiny_processor()
     else:
-        if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-            # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
-            raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
         processor = AutoProcessor.from_pretrained(model)
         # dtype="auto": the checkpoint's own dtype (fp16 for llava-hf); transformers 5 renamed torch_dtype.
         llava = family.model_class.from_pretrained(model, dtype="auto", attn_implementation=attn)

@@ -13,6 +13,7 @@ from PIL import Image
 import fastervlm
 from fastervlm.cli import DEMO_QUESTIONS, main
 from fastervlm.demo import llava_prompt
+from fastervlm.methods import METHODS
 from fastervlm.tiny import synthetic_images, tiny_llava, tiny_llava_next, tiny_llava_next_processor, tiny_processor
 from fastervlm.viz.overlay import DPI, PANEL_INCHES, TITLE_INCHES
 
@@ -180,7 +181,7 @@ def test_viz_with_only_an_image_writes_png_and_pdf_in_the_current_folder(image_f
 
 def test_viz_names_the_allowed_methods(image_file, capsys):
     assert main(["viz", "--image", str(image_file), "--methods", "fastervlm,nope"]) == 2
-    assert "--methods must be comma-separated names from: fastervlm, fastv" in capsys.readouterr().err
+    assert f"--methods must be comma-separated names from: {', '.join(sorted(METHODS))};" in capsys.readouterr().err
 
 
 def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):
@@ -275,3 +276,23 @@ def test_viz_video_llava_draws_a_synthetic_video_and_refuses_an_image(image_file
         assert picture.width == round(8 * PANEL_INCHES * DPI + 90)
     assert main(["viz", "--arch", "video-llava", "--image", str(image_file)]) == 2
     assert "--image" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny_llava_next")
+    tiny_llava_next(text_layers=2).save_pretrained(path)
+    tiny_llava_next_processor().save_pretrained(path)
+    return path
+
+
+def test_generate_reads_the_family_from_the_checkpoint(saved_tiny_next, saved_tiny, image_file, capsys):
+    """No --arch: the config says LLaVA-NeXT; a wrong --arch is named before any weight loads, either way round."""
+    argv = ["generate", "--image", str(image_file), "--prompt", "What?", "--max-new-tokens", "2"]
+    assert main([*argv, "--model", str(saved_tiny_next)]) == 0
+    assert "fastervlm: visual tokens into the LLM 1368 -> " in capsys.readouterr().out
+    assert main([*argv, "--model", str(saved_tiny_next), "--arch", "llava-1.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"--arch llava-1.5 does not match --model {str(saved_tiny_next)!r}, a 'llava_next' checkpoint" in err
+    assert main([*argv, "--model", str(saved_tiny), "--arch", "llava-next"]) == 2
+    assert "--arch llava-next does not match" in capsys.readouterr().err
