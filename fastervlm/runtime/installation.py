@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fastervlm.methods import METHODS, MethodConfig, method_name
-from fastervlm.methods.signals import Merged, ViewSignals
+from fastervlm.methods.signals import LlmStages, Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter
 from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
@@ -78,7 +78,7 @@ class Installation(InstanceBound):
         if self.method.stage == "llm":
             self.llm = LlmPruner(
                 adapter.language_model(model),
-                config.stages(adapter.num_llm_layers(model)),
+                self._llm_stages(config.stages(adapter.num_llm_layers(model))),
                 lambda signals: self.method.select(config, signals),
                 self.needs,
             )
@@ -108,6 +108,18 @@ class Installation(InstanceBound):
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
         return self
+
+    def _llm_stages(self, stages: LlmStages) -> LlmStages:
+        """On models whose positions carry geometry (adapter positions="original", M-RoPE) tokens keep their ids in
+        every stage too: a method's contiguous renumbering is dropped, and refused where it is the user's option."""
+        if self.adapter.positions != "original" or not stages.contiguous:
+            return stages
+        if getattr(self.config, "positions", None) == "contiguous":
+            raise ValueError(
+                f"positions='contiguous' would renumber {type(self.model).__name__}'s (t, h, w) position ids; "
+                "on this model kept tokens keep their original ids: use positions='original'"
+            )
+        return dataclasses.replace(stages, contiguous=False)
 
     def detach(self) -> None:
         for undo in reversed(self.undos):
