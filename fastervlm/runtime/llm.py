@@ -240,6 +240,7 @@ class LlmPruner(InstanceBound):
             per_sample["query_normed"] = [normed[b, rows[b]] for b in range(batch)]
         signals = LlmSignals(
             stage=stage,
+            num_layers=len(self.layers),
             image_tokens=self._image_tokens,
             image_embeds=step.get("image_embeds"),
             query_embeds=step.get("query_embeds"),
