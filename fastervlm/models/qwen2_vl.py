@@ -4,8 +4,10 @@ Dynamic resolution: an image of t x h x w patches (t = 1 for a still image) beco
 the 2 x 2 patch merger, so views differ in size and the budget applies per image (per frame group for videos), to
 its merged tokens. The tower has no [CLS] token: [CLS]-scoring methods run the "received attention" proxy (see
 FasterVLMConfig.score). Positions are M-RoPE (t, h, w) ids, which carry the image's geometry: kept tokens keep the
-ids the stock model gives them on the full sequence, and so does the text after them. Tokens a method makes have no
-such place, so merging methods are refused.
+ids the stock model gives them on the full sequence, and so does the text after them, in methods that prune inside
+the language model too (FastV, SparseVLM: its recycled tokens take the ids of the visual token they follow; its
+contiguous renumbering would scramble the grid). Tokens made before the LLM have no such place, so merging methods
+that run there (pool, VisionZip) are refused.
 """
 
 from __future__ import annotations

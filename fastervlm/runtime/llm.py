@@ -32,6 +32,17 @@ def last_real_column(mask: torch.Tensor) -> torch.Tensor:
     return length - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
 
 
+def shortened_positions(plan: Compaction, positions: torch.Tensor, contiguous: bool) -> torch.Tensor:
+    """Positions (..., batch, L) of a stage's shorter sequence: renumbered, or each token's own (a made token takes
+    its anchor's). Leading rows (M-RoPE's t, h, w) are treated alike, each as the 1-D ids would be."""
+    if contiguous and positions.dim() == 2:
+        return plan.positions(positions)
+    if contiguous:
+        return torch.stack([plan.positions(p) for p in positions])
+    index = plan.index.to(positions.device).expand(*positions.shape[:-2], *plan.index.shape)
+    return torch.where(plan.valid.to(positions.device), positions.gather(-1, index), 0)
+
+
 class LlmPruner(InstanceBound):
     """Hooks on one language model for a method that prunes inside it, at one or more stage layers."""
 
@@ -105,7 +116,10 @@ class LlmPruner(InstanceBound):
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = (torch.arange(length, device=embeds.device) + past).expand(batch, length)
-        self._step.update(mask=mask, positions=positions, cache=cache)
+        text = None
+        if positions.dim() == 3 and positions.shape[0] == 4:  # M-RoPE: a text row (for masks), then (t, h, w) rows
+            text, positions = positions[0], positions[1:]
+        self._step.update(mask=mask, positions=positions, text=text, cache=cache)
         if self.phase == "prefill":
             self._input_lengths = mask.sum(dim=1).tolist()
             self.origin = (mask.long().cumsum(dim=1) - 1).masked_fill(mask == 0, -1).to(embeds.device)
@@ -226,6 +240,7 @@ class LlmPruner(InstanceBound):
             per_sample["query_normed"] = [normed[b, rows[b]] for b in range(batch)]
         signals = LlmSignals(
             stage=stage,
+            num_layers=len(self.layers),
             image_tokens=self._image_tokens,
             image_embeds=step.get("image_embeds"),
             query_embeds=step.get("query_embeds"),
@@ -248,12 +263,9 @@ class LlmPruner(InstanceBound):
             base=self.plans[-1] if self.plans else None,
         )
         self.plans.append(plan)
-        positions = step["positions"]
-        step["positions"] = (
-            plan.positions(positions)
-            if self.stages.contiguous
-            else torch.where(plan.valid, positions.gather(1, plan.index.to(positions.device)), 0)
-        )
+        step["positions"] = shortened_positions(plan, step["positions"], self.stages.contiguous)
+        if step["text"] is not None:
+            step["text"] = plan.positions(step["text"])
         step["mask"] = plan.mask
         self.visual = plan.gather(visual, fill=False) | plan.made_slots
         self.origin = plan.gather(self.origin, fill=-1)
@@ -261,21 +273,25 @@ class LlmPruner(InstanceBound):
 
     def _layer_kwargs(self, stage: int, hidden: torch.Tensor) -> dict[str, Any]:
         plan, step = self.plans[stage], self._step
-        mask, positions = step["mask"], step["positions"]
+        mask, positions, text = step["mask"], step["positions"], step["text"]
         if self.phase == "decode":
             mask = plan.decode_mask(step["mask"], step["mask"].shape[1] - plan.prefill_len)
             if self.stages.contiguous:
                 positions = plan.decode_positions(positions)
+            if text is not None:
+                text = plan.decode_positions(text)
+        # What the stock text model hands its layers: the 1-D ids (M-RoPE's text row; none for bare (t, h, w) rows).
+        layer_positions = text if text is not None else positions if positions.dim() == 2 else None
         causal = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=mask,
             past_key_values=step["cache"],
-            position_ids=positions,
+            position_ids=layer_positions,
             layer_idx=self.stages.layers[stage],
         )
         return {
             "attention_mask": causal,
-            "position_ids": positions,
+            "position_ids": layer_positions,
             "position_embeddings": self.language_model.rotary_emb(hidden, position_ids=positions),
         }
