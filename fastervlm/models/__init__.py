@@ -10,7 +10,7 @@ from fastervlm.models.base import ModelAdapter
 from fastervlm.models.llava import LlavaAdapter
 from fastervlm.models.llava_next import LlavaNextAdapter
 from fastervlm.models.llava_onevision import LlavaOnevisionAdapter
-from fastervlm.models.qwen2_vl import Qwen2VLAdapter
+from fastervlm.models.qwen2_vl import Qwen2VLAdapter, Qwen3VLAdapter
 from fastervlm.models.video_llava import VideoLlavaAdapter
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
@@ -19,6 +19,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     LlavaOnevisionAdapter,
     VideoLlavaAdapter,
     Qwen2VLAdapter,
+    Qwen3VLAdapter,
 )
 
 

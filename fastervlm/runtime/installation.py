@@ -82,6 +82,7 @@ class Installation(InstanceBound):
                 self._llm_stages(config.stages(adapter.num_llm_layers(model))),
                 lambda signals: self.method.select(config, signals),
                 self.needs,
+                adapter.visual_injections,
             )
             self.undos += self.llm.removers()
         else:
@@ -304,6 +305,8 @@ class Installation(InstanceBound):
             for m in present:
                 output = copy.copy(encoded[m.name])
                 output.pooler_output = kept_rows(output.pooler_output, selections[m.name])
+                for name in self.adapter.row_aligned_outputs:  # e.g. deepstack: one list of features per layer
+                    setattr(output, name, [kept_rows(f, selections[m.name]) for f in getattr(output, name)])
                 encoded[m.name] = output
             inputs["mm_encoder_outputs"] = encoded
             self._shorten_positions(inputs, plan)
