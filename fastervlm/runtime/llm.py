@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask
 
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 from fastervlm.runtime.sequence import Compaction
-from fastervlm.runtime.wrap import InstanceBound
+from fastervlm.runtime.wrap import InstanceBound, wrap
 
 Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
@@ -52,7 +52,10 @@ class LlmPruner(InstanceBound):
         stages: LlmStages,
         select: Callable[[LlmSignals], Selection],
         needs: frozenset[str],
+        injections: tuple[str, ...] = (),
     ) -> None:
+        """injections: language-model methods (hidden, visual_pos_masks, visual_embeds) -> hidden that add
+        per-visual-token features between layers (Qwen3-VL's deepstack); they follow the kept tokens."""
         layers = language_model.layers
         self.language_model, self.layers, self.stages = language_model, layers, stages
         self.select, self.needs = select, needs
@@ -66,6 +69,7 @@ class LlmPruner(InstanceBound):
         self._image_tokens: list[int] = []
         self._step: dict[str, Any] = {}
         self.handles = [language_model.register_forward_pre_hook(self._on_model, with_kwargs=True)]
+        self.undos = [wrap(language_model, name, self._inject) for name in injections]
         if stages.score == "previous" and needs & {"llm_query_row", "llm_keys"}:
             for k in stages.layers:
                 attention = layers[k - 1].self_attn
@@ -79,7 +83,24 @@ class LlmPruner(InstanceBound):
             self.handles.append(layers[index].register_forward_pre_hook(hook, with_kwargs=True))
 
     def removers(self) -> list[Callable[[], None]]:
-        return [h.remove for h in self.handles]
+        return [h.remove for h in self.handles] + self.undos
+
+    def _inject(
+        self, original: Callable[..., Any], hidden: torch.Tensor, visual_pos_masks: torch.Tensor, embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-visual-token additions on a shortened prefill: each kept token gets its own row, made tokens none.
+
+        embeds holds one row per True of the full-length mask, in row-major order; the stages run so far say which
+        of those columns the shorter sequence still holds.
+        """
+        if self.phase != "prefill" or hidden.shape[1] == visual_pos_masks.shape[1] or not self.plans:
+            return original(hidden, visual_pos_masks, embeds)
+        rows = torch.full(visual_pos_masks.shape, -1, dtype=torch.long, device=visual_pos_masks.device)
+        rows[visual_pos_masks] = torch.arange(int(visual_pos_masks.sum()), device=rows.device)
+        for plan in self.plans:
+            rows = plan.gather(rows.to(plan.index.device), fill=-1)
+        kept = rows >= 0
+        return original(hidden, kept.to(visual_pos_masks.device), embeds[rows[kept].to(embeds.device)])
 
     def begin(
         self, phase: str | None, columns: torch.Tensor | None = None, plans: list[Compaction] | None = None
