@@ -15,15 +15,22 @@ CASES = [
     ("random", {"ratio": 0.9}),
     ("pool", {"ratio": 0.9}),
     ("sparsevlm", {"ratio": 0.75}),
+    ("vispruner", {"ratio": 0.9}),
+    ("divprune", {"tokens": 64}),
     ("dart", {"ratio": 0.75}),
+    ("pyramiddrop", {"ratio": 0.5, "layers": (1, 2, 3)}),
+    ("fitprune", {"ratio": 0.75}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
+DEPTH = {"fitprune": 32}  # its fitted schedules are for 32-layer language models
 
 
 def text_layers_for(method: str, options: dict) -> int:
     """TEXT_LAYERS, or more when an in-LLM method's stages need them (SparseVLM prunes after layer 15)."""
     if METHODS[method].stage != "llm":
         return TEXT_LAYERS
+    if method in DEPTH:
+        return DEPTH[method]
     stages = resolve_config(method, dict(options)).stages(num_layers=10**6)
     return max(TEXT_LAYERS, stages.layers[-1] + 1)
 
@@ -115,7 +122,11 @@ def test_ratio_zero_is_the_stock_model(make_llava, batch, method):
     assert [[v.tolist() for v in views] for views in report.kept_indices] == [[list(range(576))]] * 2
 
 
-@pytest.mark.parametrize(("method", "options"), [(m, {"tokens": 64}) for m in sorted(METHODS)])
+# PyramidDrop's default stages (8, 16, 24) keep >= 8 / L of the tokens on average; 64 of 576 needs an earlier one.
+TOKENS_64 = {"pyramiddrop": {"tokens": 64, "layers": (1, 8, 16)}}
+
+
+@pytest.mark.parametrize(("method", "options"), [(m, TOKENS_64.get(m, {"tokens": 64})) for m in sorted(METHODS)])
 def test_batch_with_a_text_only_sample(llava, processor, method, options):
     """A token budget on a batch that mixes a text-only sample with an image sample: each as if run alone."""
     from fastervlm.tiny import synthetic_images

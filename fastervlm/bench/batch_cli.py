@@ -5,39 +5,44 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from rich.console import Console
+from fastervlm.bench.profile_cli import CLOCK_HELP, CLOCKS
+from fastervlm.cli_args import add_threads
+from fastervlm.terminal import print_table
 
-from fastervlm.bench.archs import ARCHS, arch
-from fastervlm.bench.batch import BatchRow, largest_batch, throughput
-from fastervlm.bench.latency import CLOCKS, clock
-from fastervlm.bench.profile_cli import CLOCK_HELP
+if TYPE_CHECKING:
+    import torch
+    from rich.table import Table
+
+    from fastervlm.bench.batch import BatchRow
 
 
 def add_parser(kinds: argparse._SubParsersAction) -> None:
-    from fastervlm.bench.cli import DTYPES, TOKENS_HELP, comma_list  # the bench CLI imports this module
+    from fastervlm.bench.cli import BENCH_ARCHS, DTYPES, TOKENS_HELP, comma_list  # the bench CLI imports this module
 
     p = kinds.add_parser("batch", help="throughput and peak memory at several batch sizes, with padding")
-    p.add_argument("--arch", default="llava-1.5-7b", choices=sorted(ARCHS))
+    p.add_argument(
+        "--arch", default="llava-1.5-7b", choices=BENCH_ARCHS, metavar="ARCH", help="%(choices)s (default %(default)s)"
+    )
     p.add_argument("--methods", type=comma_list(str), default=["none", "fastervlm"])
     p.add_argument("--ratios", type=comma_list(float), default=[0.9])
     p.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
     p.add_argument("--batches", type=comma_list(int), default=[1, 8, 32])
     p.add_argument("--memory-budget-gb", type=float, default=16.0, help="for the largest batch that fits")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept")
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help=CLOCK_HELP)
+    p.add_argument("--clock", choices=CLOCKS, default="wall", help=CLOCK_HELP)
+    add_threads(p)
     p.add_argument("--json", type=Path, help="write the rows, the capacities and the hardware as JSON")
     p.set_defaults(func=run_batch)
 
 
-def batch_table(rows: list[BatchRow], capacity: dict, budget_gb: float):
+def batch_table(rows: list[BatchRow], capacity: dict, budget_gb: float) -> Table:
     from fastervlm.bench.cli import budget_label, method_table
 
     title = f"throughput and memory, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, padded batches)"
@@ -59,19 +64,21 @@ def batch_table(rows: list[BatchRow], capacity: dict, budget_gb: float):
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from fastervlm.bench.cli import DTYPES, environment
+    import torch
+
+    from fastervlm.bench.batch import largest_batch
+    from fastervlm.bench.cli import environment
+    from fastervlm.bench.latency import clock
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
     if not args.batches or min(args.batches) < 1:
         raise ValueError(f"--batches must be batch sizes >= 1, got {args.batches}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    dtype = DTYPES[args.dtype or ("bfloat16" if args.device == "cuda" else "float32")]
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     with clock(args.clock):
         rows = run_throughput(args, dtype)
     capacity = largest_batch(rows, args.memory_budget_gb * 1024)
-    Console().print(batch_table(rows, capacity, args.memory_budget_gb))
+    print_table(batch_table(rows, capacity, args.memory_budget_gb))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -86,6 +93,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def run_throughput(args: argparse.Namespace, dtype: torch.dtype) -> list[BatchRow]:
+    from fastervlm.bench.archs import arch
+    from fastervlm.bench.batch import throughput
     from fastervlm.bench.cli import budget_cells
 
     return throughput(

@@ -106,11 +106,10 @@ def token_plan(arch: Arch, method: str, ratio: Budget, equal: bool = False) -> T
     if not report.applied:
         raise RuntimeError(f"{method} did not prune the twin of {arch.name}: {report.note}")
     lengths = report.seq_len_per_layer[0]
-    projected = (
-        report.visual_tokens_in
-        if method != "none" and method_entry(method).stage == "llm"
-        else report.visual_tokens_out
-    )
+    entry = method_entry(method) if method != "none" else None
+    projected = report.visual_tokens_in if entry is not None and entry.stage == "llm" else report.visual_tokens_out
+    if entry is not None and "projected_features" in entry.needs:  # every patch projected to score, kept ones again
+        projected += report.visual_tokens_in
     return TokenPlan(lengths, [n - text for n in lengths], projected)
 
 

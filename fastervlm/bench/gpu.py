@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 from fastervlm.bench.archs import arch
 from fastervlm.bench.latency import latency
+from fastervlm.terminal import print_table
 
 ARCHS = ["llava-1.5-7b", "llava-next-7b"]
 METHODS = ["fastervlm", "fastv", "sparsevlm"]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 attn=attn,
             )
-            Console(width=200).print(latency_table(found))
+            print_table(latency_table(found))
             rows += found
             if args.device == "cuda":
                 torch.cuda.empty_cache()

@@ -6,7 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import dart, fastervlm, fastv, pool, random, sparsevlm, visionzip
+from fastervlm.methods import (
+    dart,
+    divprune,
+    fastervlm,
+    fastv,
+    fitprune,
+    pool,
+    pyramiddrop,
+    random,
+    sparsevlm,
+    visionzip,
+    vispruner,
+)
 
 # A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
 # `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
@@ -41,7 +53,13 @@ METHODS: dict[str, Method] = {
         needs=frozenset({"vision_cls_row", "vision_features", "vision_keys", "vision_cls_features"}),
         merges=True,
     ),
+    "vispruner": Method(
+        vispruner.VisPrunerConfig, vispruner.select, needs=frozenset({"vision_cls_row", "vision_features"})
+    ),
+    "divprune": Method(divprune.DivPruneConfig, divprune.select, needs=frozenset({"projected_features"})),
     "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
+    "pyramiddrop": Method(pyramiddrop.PyramidDropConfig, pyramiddrop.select, needs=frozenset({"llm_query_row"})),
+    "fitprune": Method(fitprune.FitPruneConfig, fitprune.select, needs=frozenset({"llm_query_row"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }

@@ -19,6 +19,8 @@ class ViewSignals:
     features ("vision_features"): (views, N, dim) the patches the projector would see.
     keys ("vision_keys"): (views, 1 + N, head_dim) keys at the scoring layer averaged over heads, [CLS] first.
     cls_features ("vision_cls_features"): (views, dim) the [CLS] token's hidden state at the feature layer.
+    projected ("projected_features"): (views, N, llm_dim) the projector's output for every patch, i.e. the language
+    model's input embeddings of all visual tokens (the projector then runs on every patch, not only the kept ones).
     candidates: (views, N) bool, the patches the model's layout can carry to the LLM (LLaVA-NeXT's unpadding cuts
     some crop patches); None when all can. A method picks among them first, so a view keeps k that arrive.
     """
@@ -31,6 +33,7 @@ class ViewSignals:
     features: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     cls_features: torch.Tensor | None = None
+    projected: torch.Tensor | None = None
     candidates: torch.Tensor | None = None
 
     def among_candidates(self, priority: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,8 @@ class LlmSignals:
 
     A sample's visual tokens are its image tokens still in the sequence plus tokens earlier stages made, in
     sequence order; its query rows are the ones LlmStages.queries names, in sequence order. stage: index into
-    LlmStages.layers. image_tokens[b]: image tokens sample b entered the language model with.
+    LlmStages.layers. num_layers: the language model's decoder layers. image_tokens[b]: image tokens sample b
+    entered the language model with.
     visual_index[b] / query_index[b]: (n_visual_b,) / (q_b,) each token's index in the sample's unpadded prefill
     sequence (-1 for made tokens).
     query_is_visual[b]: (q_b,) bool, which query rows are visual tokens.
@@ -114,6 +118,7 @@ class LlmSignals:
     """
 
     stage: int
+    num_layers: int = 0
     image_tokens: list[int] = field(default_factory=list)
     visual_index: list[torch.Tensor] = field(default_factory=list)
     query_index: list[torch.Tensor] = field(default_factory=list)

@@ -53,6 +53,10 @@ class VideoLlavaAdapter(LlavaAdapter):
             return patches
         return torch.cat([patches.new_zeros(patches.shape[0], 1), patches], dim=1)
 
+    def patch_features(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """A frame's rows start with its [CLS] row, which no method ranks."""
+        return features[:, 1:] if modality == "video" else features
+
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         encoded = dict(inputs.get("mm_encoder_outputs") or {})
         layer = inputs.pop("vision_feature_layer", None)
