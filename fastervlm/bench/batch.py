@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 import fastervlm
+from fastervlm.api import ATTR
 from fastervlm.bench.archs import Arch
 from fastervlm.bench.flops import Budget, budget_ratio, prune_for
 from fastervlm.bench.latency import built, decode_steps, timed
@@ -100,7 +101,7 @@ def throughput(
                         decode.append(loop)
                 peak = peak_mb(target)
             finally:
-                if hasattr(model, fastervlm.api.ATTR):
+                if hasattr(model, ATTR):
                     fastervlm.unprune(model)
             median = statistics.median(prefill)
             rows.append(

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 import fastervlm
+from fastervlm.api import ATTR
 from fastervlm.bench.archs import Arch
 from fastervlm.bench.flops import Budget, budget_ratio, flops, prune_for
 from fastervlm.bench.memory import peak_mb, reset_peak
@@ -147,7 +148,7 @@ def latency(
                     peak[i] = peak_mb(target)
                     visual[i] = deepest_visual(model, inputs, method)
                 finally:
-                    if hasattr(model, fastervlm.api.ATTR):
+                    if hasattr(model, ATTR):
                         fastervlm.unprune(model)
     counted = {cell: flops(arch, cell[0], cell[1], "counted", scale) for cell in cells}
     ideal = {cell: row.flops_t for cell, row in counted.items()}
@@ -204,7 +205,7 @@ def trimmed_prefill(arch: Arch, model: nn.Module, inputs: dict, device: torch.de
     finally:
         for undo in reversed(undos):
             undo()
-        if hasattr(model, fastervlm.api.ATTR):
+        if hasattr(model, ATTR):
             fastervlm.unprune(model)
 
 
@@ -225,9 +226,9 @@ def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], Non
 def deepest_visual(model: nn.Module, inputs: dict, method: str) -> int:
     """Visual tokens of the first sample that reach the last layer."""
     total = int(inputs["attention_mask"][0].sum())
-    tokens = torch.tensor([m.token_id for m in fastervlm.models.adapter_for(model).modalities(model)])
+    tokens = torch.tensor([m.token_id for m in adapter_for(model).modalities(model)])
     visual = int(torch.isin(inputs["input_ids"][0], tokens.to(inputs["input_ids"].device)).sum())
-    if not hasattr(model, fastervlm.api.ATTR):
+    if not hasattr(model, ATTR):
         return visual
     report = fastervlm.last_report(model)
     return report.seq_len_per_layer[0][-1] - (total - visual)
@@ -256,7 +257,7 @@ def scoring_cost(
     sample = arch.sample(1)
     pixels = sample.get("pixel_values", sample.get("pixel_values_videos")).to(target, dtype)
     pixels = pixels.flatten(0, pixels.dim() - 4)  # views (crops or frames) as a batch
-    adapter = fastervlm.models.adapter_for(model, **arch.options)
+    adapter = adapter_for(model, **arch.options)
     probe = ClsRowProbe(adapter.vision_attention(model, "video" if arch.tower == "video_tower" else "image", None))
 
     def run(step: Callable[[], object]) -> tuple[float, float | None]:
