@@ -22,6 +22,7 @@ from fastervlm.eval import cli as eval_cli
 from fastervlm.eval import report_cli
 from fastervlm.methods import METHODS, resolve_config
 from fastervlm.models import adapter_for
+from fastervlm.tiny.clip_text import tiny_method_options
 from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
 from fastervlm.viz.agreement import agreement
 from fastervlm.viz.analysis_figure import dispersion_figure, png_path, save_png, shift_figure
@@ -141,9 +142,14 @@ def run_viz(args: argparse.Namespace) -> int:
             f"synthetic 8-frame video), got --arch {args.arch} with --image {args.image!r}"
         )
     args.prompt = args.prompt or DEMO_QUESTIONS[demo.ARCHS[args.arch].media]
-    configs = [resolve_config(name, {"ratio": ratio}) for name in args.methods for ratio in args.ratios]
+    tiny = args.model in (None, demo.TINY)
+    configs = [
+        resolve_config(name, {"ratio": ratio, **(tiny_method_options(name) if tiny else {})})
+        for name in args.methods
+        for ratio in args.ratios
+    ]
     device = pick_device(args.device)
-    if args.model in (None, demo.TINY):
+    if tiny:
         print(random_note(args.arch))
     model, processor = demo.load_llava(args.model, arch=args.arch, device=device)
     draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}[args.arch]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import dart, divprune, fastervlm, fastv, pool, random, sparsevlm, visionzip, vispruner
+from fastervlm.methods import cdpruner, dart, divprune, fastervlm, fastv, pool, random, sparsevlm, visionzip, vispruner
 
 # A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
 # `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
@@ -45,6 +45,11 @@ METHODS: dict[str, Method] = {
         vispruner.VisPrunerConfig, vispruner.select, needs=frozenset({"vision_cls_row", "vision_features"})
     ),
     "divprune": Method(divprune.DivPruneConfig, divprune.select, needs=frozenset({"projected_features"})),
+    "cdpruner": Method(
+        cdpruner.CDPrunerConfig,
+        cdpruner.select,
+        needs=frozenset({"projected_features", "vision_features", "instruction"}),
+    ),
     "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
