@@ -6,37 +6,42 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
-from matplotlib.figure import Figure
-from PIL import Image
-from rich.console import Console
-from rich.progress import Progress
-from torch import nn
-from transformers import ProcessorMixin
+from typing import TYPE_CHECKING
 
 import fastervlm
-from fastervlm import demo
 from fastervlm.bench import cli as bench_cli
+from fastervlm.cli_args import (
+    DEMO_ARCHS,
+    METHOD_NAMES,
+    add_threads,
+    apply_threads,
+    method_list,
+    positive_int,
+    ratio_list,
+)
 from fastervlm.eval import cli as eval_cli
 from fastervlm.eval import report_cli
-from fastervlm.methods import METHODS, resolve_config
-from fastervlm.models import adapter_for
-from fastervlm.tiny.clip_text import tiny_method_options
-from fastervlm.viz import cls_attention, kept_figure, kept_grid_figure, kept_reports, model_view, overlay, save_figure
-from fastervlm.viz.agreement import agreement
-from fastervlm.viz.analysis_figure import dispersion_figure, png_path, save_png, shift_figure
-from fastervlm.viz.anyres import crops_overlay, kept_views, stock_layouts
-from fastervlm.viz.attention_stats import Dispersion, Shift
-from fastervlm.viz.frames import frame_overlays, frame_views
-from fastervlm.viz.kept import config_label
-from fastervlm.viz.llm_attention import last_token_image_attention
-from fastervlm.viz.samples import samples as data_samples
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
+    from torch import nn
+    from transformers import ProcessorMixin
+
+# Heavy modules (torch, transformers, matplotlib, the models) are imported inside the commands that use them,
+# so that --help, --version and argument errors answer at once. A registry's names go in as metavar + help:
+# argparse then lists them only when it prints help (see cli_args.Names).
+ARCH_HELP = (
+    "model family: %(choices)s; read from --model's config when left out (and checked against it when given); "
+    "llava-1.5 for the tiny model"
+)
+METHOD_HELP = "pruning method: %(choices)s (default %(default)s)"
 DEMO_QUESTIONS = {"images": "What is shown in this image?", "videos": "What happens in this video?"}
 
 
 def random_note(arch: str) -> str:
+    from fastervlm import demo
+
     family = demo.ARCHS[arch]
     return (
         f"NOTE: this is the embedded tiny model with RANDOM weights ({family.geometry}): generated text is "
@@ -45,31 +50,9 @@ def random_note(arch: str) -> str:
     )
 
 
-def ratio_list(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ratios like 0.5,0.9, got {text!r}") from None
-
-
-def method_list(text: str) -> list[str]:
-    names = [part for part in text.split(",") if part]
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"--methods must be comma-separated names from: {', '.join(sorted(METHODS))}; got {text!r}"
-        )
-    return names
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
-    return value
-
-
 def pick_device(name: str | None) -> str:
+    import torch
+
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -78,10 +61,23 @@ def pick_device(name: str | None) -> str:
 
 
 def open_images(paths: list[str]) -> list[Image.Image]:
+    from PIL import Image
+
     return [Image.open(path).convert("RGB") for path in paths]
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.methods import resolve_config
+    from fastervlm.models import adapter_for
+    from fastervlm.terminal import print_table
+    from fastervlm.viz import kept_grid_figure
+    from fastervlm.viz.kept import bright_patches
+
+    args.arch = demo.resolve_arch(args.model, args.arch)
     configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
@@ -100,22 +96,27 @@ def run_demo(args: argparse.Namespace) -> int:
         runs = demo.run_all(
             model, inputs, configs, repeats=args.repeats, max_new_tokens=args.max_new_tokens, progress=progress
         )
-    Console().print(demo.table(runs))
+    print_table(demo.table(runs))
     adapter = adapter_for(model)
     size = processor.image_processor.crop_size["height"]
-    kept = {f"{demo.budget_label(r.config)} ({len(r.first_kept)} kept)": r.first_kept for r in runs[1:]}
+    grid = adapter.patch_grid(model)
+    kept = {demo.panel_title(r): bright_patches(r.first_kept, r.first_merged, grid[0] * grid[1]) for r in runs[1:]}
     first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
-    path = kept_grid_figure(family.first_view(first, size), kept, adapter.patch_grid(model), args.out, size=size)
+    path = kept_grid_figure(family.first_view(first, size), kept, grid, args.out, size=size)
     print(f"kept patches of {name} written to {path}")
     return 0
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from fastervlm import demo
+    from fastervlm.methods import resolve_config
+
     budget = (
         {"tokens": args.tokens} if args.tokens is not None else {"ratio": 0.9 if args.ratio is None else args.ratio}
     )
     config = resolve_config(args.method, budget)
     device = pick_device(args.device)
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if args.model == demo.TINY:
         print(random_note(args.arch))
     images = open_images(args.image)
@@ -136,6 +137,12 @@ def run_viz(args: argparse.Namespace) -> int:
     LLaVA-1.5 gets one row per method; LLaVA-NeXT one row per method x ratio (base view, then the crops in place on
     the padded grid-resolution image); Video-LLaVA one row per method x ratio holding its 8 frames.
     """
+    from fastervlm import demo
+    from fastervlm.methods import resolve_config
+    from fastervlm.tiny.clip_text import tiny_method_options
+    from fastervlm.viz import save_figure
+
+    args.arch = demo.resolve_arch(args.model, args.arch)
     if (args.image is None) != (args.arch == "video-llava"):
         raise ValueError(
             f"--image is required for --arch llava-1.5 and llava-next and not taken by video-llava (which draws a "
@@ -160,6 +167,15 @@ def run_viz(args: argparse.Namespace) -> int:
 
 
 def viz_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
+    from PIL import Image
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.models import adapter_for
+    from fastervlm.viz import cls_attention, kept_figure, kept_reports, model_view, overlay
+    from fastervlm.viz.kept import bright_patches, config_label, cut_layers, panel_title
+
     image = Image.open(args.image).convert("RGB")
     inputs = demo.batch(model, processor, [image], args.prompt)
     heat = cls_attention(model, inputs)[0]
@@ -169,13 +185,26 @@ def viz_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namesp
     grid = adapter_for(model).patch_grid(model)
     rows: dict[str, list] = {}
     for config, report in zip(configs, reports, strict=True):
-        title = f"{config_label(config)} ({len(report.kept_indices[0][0])} kept)"
-        rows.setdefault(report.method, []).append((title, overlay(image, report, grid, size=size)))
+        kept, merged = report.kept_indices[0][0], report.merged_tokens  # one image: the batch is the view
+        cuts = cut_layers(report)
+        title = panel_title(config_label(config), len(kept), merged, cuts[-1] if cuts else None)
+        drawn = bright_patches(kept, merged, grid[0] * grid[1])
+        rows.setdefault(report.method, []).append((title, overlay(image, drawn, grid, size=size)))
     return kept_figure(model_view(image, size), heat.reshape(grid).numpy(), rows)
 
 
 def viz_llava_next(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
     """Base view (squashed, as the model sees it) and the crops in place; the heatmap covers the base view."""
+    from PIL import Image
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.models import adapter_for
+    from fastervlm.viz import cls_attention, kept_figure, kept_reports, overlay
+    from fastervlm.viz.anyres import crops_overlay, kept_views, stock_layouts
+    from fastervlm.viz.kept import config_label
+
     image = Image.open(args.image).convert("RGB")
     inputs = demo.batch(model, processor, [image], args.prompt)
     heat = cls_attention(model, inputs)[0]  # views in order: the base view first
@@ -199,6 +228,15 @@ def viz_llava_next(model: nn.Module, processor: ProcessorMixin, args: argparse.N
 
 def viz_video_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
     """The 8 frames of a synthetic video per method x ratio; the heatmap is frame 1's video-tower [CLS] row."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.models import adapter_for
+    from fastervlm.viz import cls_attention, kept_figure, kept_reports, model_view
+    from fastervlm.viz.frames import frame_overlays, frame_views
+    from fastervlm.viz.kept import config_label
+
     frames = demo.ARCHS["video-llava"].synthetic(1)[0]
     inputs = demo.batch(model, processor, [frames], args.prompt, "videos")
     heat = cls_attention(model, inputs, "video")[0]
@@ -226,6 +264,15 @@ def viz_video_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.
 
 def run_agreement(args: argparse.Namespace) -> int:
     """IoU of two methods' kept patches on each of --n images of --data, one image per prefill."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.methods import resolve_config
+    from fastervlm.viz import kept_reports
+    from fastervlm.viz.agreement import agreement
+    from fastervlm.viz.samples import samples as data_samples
+
     if len(args.methods) != 2:
         raise ValueError(f"--methods must name exactly two methods to compare, got {','.join(args.methods)!r}")
     configs = [resolve_config(name, {"ratio": args.ratio}) for name in args.methods]
@@ -256,6 +303,17 @@ def run_agreement(args: argparse.Namespace) -> int:
 
 def run_attention(args: argparse.Namespace) -> int:
     """`analyze shift` or `analyze dispersion` over --n images of --data, one unpruned prefill per image."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.models import adapter_for
+    from fastervlm.viz import cls_attention
+    from fastervlm.viz.analysis_figure import dispersion_figure, png_path, save_png, shift_figure
+    from fastervlm.viz.attention_stats import Dispersion, Shift
+    from fastervlm.viz.llm_attention import last_token_image_attention
+    from fastervlm.viz.samples import samples as data_samples
+
     if args.plot is not None:
         png_path(args.plot)
     device = pick_device(args.device)
@@ -307,13 +365,13 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastervlm", description="Training-free visual token pruning for VLMs.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {fastervlm.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    methods = sorted(METHODS)
 
     d = commands.add_parser("demo", help="time a model unpruned and pruned at several ratios; draw the kept patches")
     d.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     d.add_argument("--ratios", type=ratio_list, default=[0.5, 0.75, 0.9, 0.95], help="comma-separated, e.g. 0.5,0.9")
-    d.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    d.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     d.add_argument(
         "--images", type=positive_int, default=2, help="synthetic images (videos for video-llava) without --image"
     )
@@ -321,29 +379,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-new-tokens", type=positive_int, default=16)
     d.add_argument("--repeats", type=positive_int, default=3, help="timed runs per row (median, after a warm-up)")
     d.add_argument("--out", default="fastervlm_demo.png", help="PNG of the first image's (or frame's) kept patches")
-    d.add_argument("--method", default="fastervlm", choices=methods)
+    d.add_argument("--method", default="fastervlm", choices=METHOD_NAMES, metavar="METHOD", help=METHOD_HELP)
     d.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     d.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add_threads(d)
     d.set_defaults(func=run_demo)
 
     g = commands.add_parser("generate", help="answer one question about each image with a pruned model")
     g.add_argument("--model", required=True, help="hub id or local directory; 'tiny' is the embedded random model")
-    g.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    g.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     g.add_argument("--image", action="append", required=True, help="image file (repeatable)")
     g.add_argument(
         "--prompt", required=True, help="question; wrapped as 'USER: <image>\\n... ASSISTANT:' unless it has <image>"
     )
-    g.add_argument("--method", default="fastervlm", choices=methods)
+    g.add_argument("--method", default="fastervlm", choices=METHOD_NAMES, metavar="METHOD", help=METHOD_HELP)
     budget = g.add_mutually_exclusive_group()
     budget.add_argument("--ratio", type=float, help="fraction of visual tokens removed per view (default 0.9)")
     budget.add_argument("--tokens", type=int, help="visual tokens kept per view instead of a ratio")
     g.add_argument("--max-new-tokens", type=positive_int, default=64)
     g.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     g.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    add_threads(g)
     g.set_defaults(func=run_generate)
 
     v = commands.add_parser("viz", help="draw the [CLS] attention and each method's kept patches on one image")
-    v.add_argument("--arch", default="llava-1.5", choices=sorted(demo.ARCHS), help="model family (default llava-1.5)")
+    v.add_argument("--arch", choices=DEMO_ARCHS, metavar="ARCH", help=ARCH_HELP)
     v.add_argument("--image", help="image file; required except for video-llava, which draws a synthetic video")
     v.add_argument("--model", help="hub id or local directory; default: the embedded tiny model (random weights)")
     v.add_argument("--prompt", help="question (in-LLM methods score from it); default: a generic one")
@@ -353,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ratios", type=ratio_list, default=[0.75, 0.9, 0.95], help="comma-separated, e.g. 0.75,0.9")
     v.add_argument("--out", default="fastervlm_viz.png", help="PNG to write; a PDF of the same name goes beside it")
     v.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add_threads(v)
     v.set_defaults(func=run_viz)
 
     analyze = commands.add_parser("analyze", help="analyses over a folder of images")
@@ -370,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--prompt", default=DEMO_QUESTIONS["images"], help="prompt for images prompts.txt does not cover")
     a.add_argument("--json", type=Path, help="write the per-image IoU and the summary as JSON")
     a.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    add_threads(a)
     a.set_defaults(func=run_agreement)
     helps = {
         "shift": "where the LLM's last token attends among the image tokens, by raster position",
@@ -392,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("--json", type=Path, help="write the per-image numbers and the summary as JSON")
         k.add_argument("--plot", type=Path, help="write a PNG plot of the summary")
         k.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+        add_threads(k)
         k.set_defaults(func=run_attention)
 
     bench_cli.add_parser(commands)
@@ -407,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
+        apply_threads(args)
         return args.func(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

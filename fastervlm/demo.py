@@ -16,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoProcessor,
     BatchFeature,
     LlavaForConditionalGeneration,
@@ -26,7 +27,7 @@ from transformers import (
 )
 
 import fastervlm
-from fastervlm.methods import MethodConfig, method_name
+from fastervlm.methods import MethodConfig, method_entry, method_name
 from fastervlm.models import adapter_for
 from fastervlm.report import Report
 from fastervlm.tiny import (
@@ -39,8 +40,11 @@ from fastervlm.tiny import (
     tiny_video_llava,
     tiny_video_llava_processor,
 )
+from fastervlm.viz.kept import cut_layers
+from fastervlm.viz.kept import panel_title as kept_title
 
 TINY = "tiny"  # --model value (and the default) naming the embedded random model
+DEFAULT_ARCH = "llava-1.5"  # the tiny model's family unless --arch names another
 TINY_TEXT_LAYERS = 17  # every in-LLM method prunes in it: SparseVLM shortens after layer 15, for layer 16
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>"}  # processor keyword -> its placeholder in the prompt
 
@@ -103,21 +107,45 @@ ARCHS = {
 }
 
 
+def resolve_arch(model: str | None, arch: str | None) -> str:
+    """The model family: read from a checkpoint's config (`arch`, if given, must agree); llava-1.5 for the tiny model.
+
+    A LLaVA-NeXT checkpoint loaded as LLaVA-1.5 (or the reverse) fails deep inside the model with a message that
+    names neither; the config's model_type says which it is.
+    """
+    if model is None or model == TINY:
+        return arch or DEFAULT_ARCH
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+        # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
+        raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
+    model_type = AutoConfig.from_pretrained(model).model_type
+    found = {family.model_class.config_class.model_type: name for name, family in ARCHS.items()}
+    if model_type not in found:
+        raise ValueError(
+            f"--model {model!r} is a {model_type!r} checkpoint; --arch supports {', '.join(sorted(found))} "
+            f"({', '.join(f'{t} -> {n}' for t, n in sorted(found.items()))})"
+        )
+    if arch is not None and arch != found[model_type]:
+        raise ValueError(
+            f"--arch {arch} does not match --model {model!r}, a {model_type!r} checkpoint ({found[model_type]}); "
+            "leave --arch out to use the checkpoint's own family"
+        )
+    return found[model_type]
+
+
 def load_llava(
-    model: str | None, *, arch: str = "llava-1.5", attn: str = "sdpa", device: str = "cpu"
+    model: str | None, *, arch: str | None = None, attn: str = "sdpa", device: str = "cpu"
 ) -> tuple[nn.Module, ProcessorMixin]:
     """A LLaVA-family model and its processor, ready for batched generation.
 
     model: a hub id or a local `save_pretrained` directory; None or "tiny" gives the arch's embedded tiny model
-    with random weights (the real geometry, nothing downloaded).
+    with random weights (the real geometry, nothing downloaded). arch: the family, read from the checkpoint's
+    config when left out (and checked against it when given).
     """
-    family = ARCHS[arch]
+    family = ARCHS[resolve_arch(model, arch)]
     if model is None or model == TINY:
         llava, processor = family.tiny(attn_implementation=attn, text_layers=TINY_TEXT_LAYERS), family.tiny_processor()
     else:
-        if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
-            # Otherwise the hub client rejects it as a malformed repo id, which hides the real problem.
-            raise FileNotFoundError(f"--model {model!r} looks like a path, but no such directory exists")
         processor = AutoProcessor.from_pretrained(model)
         # dtype="auto": the checkpoint's own dtype (fp16 for llava-hf); transformers 5 renamed torch_dtype.
         llava = family.model_class.from_pretrained(model, dtype="auto", attn_implementation=attn)
@@ -181,14 +209,20 @@ def summary(report: Report) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One row of the demo table; config None is the unpruned model."""
+    """One row of the demo table; config None is the unpruned model.
+
+    Visual tokens are counted per sample at two places: entering the first LLM layer and entering the last.
+    They differ for methods that prune inside the LLM (FastV, SparseVLM): every token enters layer 0.
+    """
 
     config: MethodConfig | None
-    visual_tokens: int
-    kept_per_sample: list[int]
+    first_layer: list[int]  # visual tokens per sample entering LLM layer 0
+    last_layer: list[int]  # ... entering the last LLM layer (merged tokens included)
+    cut_before: list[int] | None  # LLM layers whose input got shorter (0-based); [] before the LLM; None unpruned
     prefill_ms: float
     generate_ms: float
     first_kept: torch.Tensor | None  # first sample's first view (image or frame): kept patch indices, raster order
+    first_merged: int = 0  # tokens the method made from patches (merged, pooled, recycled) in the first sample
 
 
 def median_ms(step: Callable[[], Any], repeats: int, device: torch.device) -> float:
@@ -236,13 +270,15 @@ def measure(
     finally:
         if config is not None:
             fastervlm.unprune(model)
-    if report is None:
-        return Run(None, visual_in, per_sample, prefill_ms, generate_ms, None)
-    # Visual tokens that reached the LLM, per sample: kept patches plus any row the model always feeds (a
-    # Video-LLaVA frame's [CLS] in stock mode), so the column adds up to visual_tokens_out.
     text = (inputs["attention_mask"].sum(dim=1) - torch.tensor(per_sample)).tolist()
-    kept = [length - t for length, t in zip(report.llm_input_lengths, text, strict=True)]
-    return Run(config, report.visual_tokens_out, kept, prefill_ms, generate_ms, report.kept_indices[0][0])
+    if report is None:
+        return Run(None, per_sample, per_sample, None, prefill_ms, generate_ms, None)
+    # Visual tokens that reached each layer, per sample: kept patches plus any row the model always feeds (a
+    # Video-LLaVA frame's [CLS] in stock mode, LLaVA-NeXT's newlines) plus tokens the method made.
+    first = [length - t for length, t in zip(report.llm_input_lengths, text, strict=True)]
+    last = [lengths[-1] - t for lengths, t in zip(report.seq_len_per_layer, text, strict=True)]
+    merged = last[0] - report.kept_per_sample[0] if method_entry(method_name(config)).merges else 0
+    return Run(config, first, last, cut_layers(report), prefill_ms, generate_ms, report.kept_indices[0][0], merged)
 
 
 def run_all(
@@ -270,24 +306,48 @@ def budget_label(config: MethodConfig) -> str:
     return f"ratio {config.ratio:g}" if config.ratio is not None else f"{config.tokens} tokens"
 
 
+def cut_label(run: Run) -> str:
+    """Where the sequence got shorter: before the LLM, or before which of its layers (0-based)."""
+    if run.cut_before is None:
+        return "-"
+    if not run.cut_before:
+        return "LLM" if method_entry(method_name(run.config)).stage == "vision" else "nothing"
+    return f"layer{'s' if len(run.cut_before) > 1 else ''} {','.join(map(str, run.cut_before))}"
+
+
+def panel_title(run: Run) -> str:
+    """The PNG panel's title for the first view (see fastervlm.viz.kept.panel_title)."""
+    last_cut = run.cut_before[-1] if run.cut_before else None
+    return kept_title(budget_label(run.config), len(run.first_kept), run.first_merged, last_cut)
+
+
+def per_sample(counts: list[int]) -> str:
+    return ", ".join(map(str, counts[:1] if len(set(counts)) == 1 else counts))
+
+
 def table(runs: list[Run]) -> Table:
     base = runs[0]
     # Two-line headers and no vertical rules keep the table inside an 80-column terminal, unwrapped.
     result = Table(
-        title="visual token pruning: unpruned vs pruned", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+        title="visual token pruning: unpruned vs pruned",
+        caption="visual tokens per sample entering LLM layer 0 and the last layer (merged tokens included); "
+        "cut before: where the sequence first gets shorter (the LLM's input, or before layer k, 0-based)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
     result.add_column("method", no_wrap=True)
-    for name in ("ratio", "visual\ntokens", "kept\n/sample", "prefill\nms", "generate\nms"):
+    for name in ("ratio", "cut\nbefore", "visual\nlayer 0", "visual\nlast", "prefill\nms", "generate\nms"):
         result.add_column(name, justify="right", no_wrap=True)
     for name in ("prefill\nspeed-up", "generate\nspeed-up"):
         result.add_column(name, justify="right", no_wrap=True)
     for run in runs:
-        kept = run.kept_per_sample[:1] if len(set(run.kept_per_sample)) == 1 else run.kept_per_sample
         result.add_row(
             "unpruned" if run.config is None else method_name(run.config),
             "0" if run.config is None else f"{run.config.ratio:g}" if run.config.ratio is not None else "-",
-            str(run.visual_tokens),
-            ", ".join(map(str, kept)),
+            cut_label(run),
+            per_sample(run.first_layer),
+            per_sample(run.last_layer),
             f"{run.prefill_ms:.1f}",
             f"{run.generate_ms:.1f}",
             f"{base.prefill_ms / run.prefill_ms:.2f}x",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +16,7 @@ from PIL import Image
 import fastervlm
 from fastervlm.cli import DEMO_QUESTIONS, main
 from fastervlm.demo import llava_prompt
+from fastervlm.methods import METHODS
 from fastervlm.tiny import synthetic_images, tiny_llava, tiny_llava_next, tiny_llava_next_processor, tiny_processor
 from fastervlm.viz.overlay import DPI, PANEL_INCHES, TITLE_INCHES
 
@@ -33,10 +37,12 @@ def image_file(tmp_path: Path) -> Path:
     return path
 
 
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """ratio -> (visual tokens, kept per image) from the demo table's rows."""
+def table_rows(stdout: str, method: str = "fastervlm") -> dict[str, list[str]]:
+    """ratio -> (cut before, visual tokens per sample into LLM layer 0, into the last layer) from the demo table."""
     rows = (line.split() for line in stdout.splitlines())
-    return {cells[1]: cells[2:4] for cells in rows if cells and cells[0] in ("unpruned", "fastervlm")}
+    return {
+        cells[1]: [" ".join(cells[2:-6]), *cells[-6:-4]] for cells in rows if cells and cells[0] in ("unpruned", method)
+    }
 
 
 def test_demo_without_model_runs_end_to_end(tmp_path, capsys, monkeypatch):
@@ -49,11 +55,11 @@ def test_demo_without_model_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert code == 0
     assert "RANDOM weights" in stdout.splitlines()[0]
     assert table_rows(stdout) == {
-        "0": ["576", "576"],
-        "0.5": ["288", "288"],
-        "0.75": ["144", "144"],
-        "0.9": ["58", "58"],
-        "0.95": ["29", "29"],
+        "0": ["-", "576", "576"],
+        "0.5": ["LLM", "288", "288"],
+        "0.75": ["LLM", "144", "144"],
+        "0.9": ["LLM", "58", "58"],
+        "0.95": ["LLM", "29", "29"],
     }
     assert f"written to {png}" in stdout
     with Image.open(png) as picture:  # the model's view plus one panel per ratio
@@ -71,7 +77,7 @@ def test_demo_video_llava_runs_on_the_tiny_model(tmp_path, capsys, monkeypatch):
     stdout = capsys.readouterr().out
     assert code == 0
     assert "RANDOM weights (Video-LLaVA-shaped" in stdout.splitlines()[0]
-    assert table_rows(stdout) == {"0": ["2056", "2056"], "0.9": ["216", "216"]}
+    assert table_rows(stdout) == {"0": ["-", "2056", "2056"], "0.9": ["LLM", "216", "216"]}
     assert f"kept patches of video 1, frame 1 written to {png}" in stdout
     with Image.open(png) as picture:  # the first frame as the model saw it, plus the one ratio's panel
         assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
@@ -93,10 +99,59 @@ def test_demo_runs_llava_next_on_its_tiny_model(tmp_path, capsys, monkeypatch):
     with torch.no_grad():
         model(**inputs)
     pruned = str(fastervlm.last_report(model).visual_tokens_out)
-    assert table_rows(stdout) == {"0": ["1368", "1368"], "0.9": [pruned, pruned]}
+    assert table_rows(stdout) == {"0": ["-", "1368", "1368"], "0.9": ["LLM", pruned, pruned]}
     assert int(pruned) < 1368 and f"written to {png}" in stdout
     with Image.open(png) as picture:  # the base view plus one panel
         assert picture.size == (round(2 * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI))
+
+
+def demo_png_titles(png: Path) -> list[str]:
+    with Image.open(png) as picture:
+        return picture.text["Description"].split("\n")
+
+
+def test_demo_fastv_says_what_each_layer_sees_in_a_full_width_table(tmp_path, capsys, monkeypatch):
+    """FastV keeps all 576 tokens in LLM layers 0-1 and 58 from layer 2: the table shows both counts and where
+    the cut is, at full width although $COLUMNS is narrow (stdout is a pipe here); --threads is applied."""
+    monkeypatch.setenv("COLUMNS", "40")
+    png = tmp_path / "fastv.png"
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # recorded, so the test's own count stays
+    argv = ["demo", "--method", "fastv", "--ratios", "0.9", "--images", "1", "--repeats", "1", "--threads", "3"]
+    assert main([*argv, "--max-new-tokens", "2", "--out", str(png)]) == 0
+    assert threads == [3]
+    stdout = capsys.readouterr().out
+    assert table_rows(stdout, "fastv") == {"0": ["-", "576", "576"], "0.9": ["layer 2", "576", "58"]}
+    assert all("\N{HORIZONTAL ELLIPSIS}" not in line for line in stdout.splitlines())
+    assert "visual tokens per sample entering LLM layer 0 and the last layer" in " ".join(stdout.split())
+    assert demo_png_titles(png) == ["model view", "ratio 0.9: 58 kept", "what LLM layers 2+ see"]
+
+
+def test_demo_pool_png_shows_merged_tokens_undimmed(tmp_path, capsys):
+    """2-D pooling keeps no patch as is and feeds every patch into its 7 x 8 merged tokens: the panel says so and
+    is the model view itself, not a fully dimmed "(0 kept)" one."""
+    png = tmp_path / "pool.png"
+    argv = ["demo", "--method", "pool", "--ratios", "0.9", "--images", "1", "--repeats", "1", "--max-new-tokens", "1"]
+    assert main([*argv, "--out", str(png)]) == 0
+    assert table_rows(capsys.readouterr().out, "pool")["0.9"] == ["LLM", "56", "56"]
+    assert demo_png_titles(png) == ["model view", "ratio 0.9: 56 merged, none as is"]
+    with Image.open(png) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    panel, title = round(PANEL_INCHES * DPI), round(TITLE_INCHES * DPI)
+    assert np.array_equal(pixels[title:, :panel], pixels[title:, panel : 2 * panel])  # the model view, twice
+
+
+def test_help_version_and_argument_errors_import_neither_torch_nor_transformers():
+    """The registries behind the choices load only when a subcommand's help or a choice needs them."""
+    probe = (
+        "import sys; from fastervlm.cli import main; code = main(sys.argv[1:]); "
+        "print(code, [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules], file=sys.stderr)"
+    )
+    for argv, code in ([["--version"], 0], [["--help"], 0], [["demo", "--ratios", "x"], 2], [["nope"], 2]):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        assert done.stderr.splitlines()[-1] == f"{code} []", (argv, done.stderr)
+    version = subprocess.run([sys.executable, "-c", probe, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout == f"fastervlm {fastervlm.__version__}\n"
 
 
 def test_generate_loads_a_saved_model_directory(saved_tiny, image_file, capsys):
@@ -180,7 +235,7 @@ def test_viz_with_only_an_image_writes_png_and_pdf_in_the_current_folder(image_f
 
 def test_viz_names_the_allowed_methods(image_file, capsys):
     assert main(["viz", "--image", str(image_file), "--methods", "fastervlm,nope"]) == 2
-    assert "--methods must be comma-separated names from: fastervlm, fastv" in capsys.readouterr().err
+    assert f"--methods must be comma-separated names from: {', '.join(sorted(METHODS))};" in capsys.readouterr().err
 
 
 def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):
@@ -275,3 +330,23 @@ def test_viz_video_llava_draws_a_synthetic_video_and_refuses_an_image(image_file
         assert picture.width == round(8 * PANEL_INCHES * DPI + 90)
     assert main(["viz", "--arch", "video-llava", "--image", str(image_file)]) == 2
     assert "--image" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_next(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny_llava_next")
+    tiny_llava_next(text_layers=2).save_pretrained(path)
+    tiny_llava_next_processor().save_pretrained(path)
+    return path
+
+
+def test_generate_reads_the_family_from_the_checkpoint(saved_tiny_next, saved_tiny, image_file, capsys):
+    """No --arch: the config says LLaVA-NeXT; a wrong --arch is named before any weight loads, either way round."""
+    argv = ["generate", "--image", str(image_file), "--prompt", "What?", "--max-new-tokens", "2"]
+    assert main([*argv, "--model", str(saved_tiny_next)]) == 0
+    assert "fastervlm: visual tokens into the LLM 1368 -> " in capsys.readouterr().out
+    assert main([*argv, "--model", str(saved_tiny_next), "--arch", "llava-1.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"--arch llava-1.5 does not match --model {str(saved_tiny_next)!r}, a 'llava_next' checkpoint" in err
+    assert main([*argv, "--model", str(saved_tiny), "--arch", "llava-next"]) == 2
+    assert "--arch llava-next does not match" in capsys.readouterr().err

@@ -20,6 +20,7 @@ CASES = [
     ("divprune", {"tokens": 64}),
     ("cdpruner", {"tokens": 32, **tiny_method_options("cdpruner")}),
     ("dart", {"ratio": 0.75}),
+    ("pyramiddrop", {"ratio": 0.5, "layers": (1, 2, 3)}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
 
@@ -119,8 +120,13 @@ def test_ratio_zero_is_the_stock_model(make_llava, batch, method):
     assert [[v.tolist() for v in views] for views in report.kept_indices] == [[list(range(576))]] * 2
 
 
+# PyramidDrop's default stages (8, 16, 24) keep >= 8 / L of the tokens on average; 64 of 576 needs an earlier one.
+TOKENS_64 = {"pyramiddrop": {"tokens": 64, "layers": (1, 8, 16)}}
+
+
 @pytest.mark.parametrize(
-    ("method", "options"), [(m, {"tokens": 64, **tiny_method_options(m)}) for m in sorted(METHODS)]
+    ("method", "options"),
+    [(m, {**TOKENS_64.get(m, {"tokens": 64}), **tiny_method_options(m)}) for m in sorted(METHODS)],
 )
 def test_batch_with_a_text_only_sample(llava, processor, method, options):
     """A token budget on a batch that mixes a text-only sample with an image sample: each as if run alone."""

@@ -21,6 +21,7 @@ from fastervlm.tiny.clip_text import tiny_method_options
 IMAGE = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 VIDEO = "USER: <video>\nWhat happens? ASSISTANT:"
 DEPTH = {"sparsevlm": 17}  # its stages prune after layers 2, 6 and 15; the others need 4 at most
+BUDGET = {"pyramiddrop": {"ratio": 0.5, "layers": (1, 2, 3)}}  # its default stages (8, 16, 24) keep >= 25 %
 
 
 def next_inputs(mode: str) -> dict:
@@ -51,7 +52,7 @@ def test_method_prunes_or_refuses_clearly(family, method):
         with pytest.raises(ValueError, match=f"method '{method}' makes new tokens, which .* cannot place"):
             fastervlm.prune(model, method=method, ratio=0.9, **options)
         return
-    fastervlm.prune(model, method=method, ratio=0.9, **options)
+    fastervlm.prune(model, method=method, **BUDGET.get(method, {"ratio": 0.9}), **options)
     inputs = inputs_of()
     with torch.no_grad():
         out = model(**inputs, use_cache=True)

@@ -8,20 +8,22 @@ import os
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
 from fastervlm.bench import profile_cli
-from fastervlm.bench.archs import ARCHS, arch
-from fastervlm.bench.flops import CONVENTIONS, FlopsRow, flops
-from fastervlm.bench.latency import LatencyRow, latency, scoring_cost
-from fastervlm.bench.plot import ratio_plot
-from fastervlm.methods import METHODS
+from fastervlm.cli_args import METHOD_NAMES, Names, add_threads
+from fastervlm.terminal import print_table
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    from fastervlm.bench.flops import FlopsRow
+    from fastervlm.bench.latency import LatencyRow
+
+# torch and the architectures load when a command runs, not for --help (see fastervlm.cli_args).
+BENCH_ARCHS = Names("fastervlm.bench.archs", "ARCHS")
+CONVENTIONS = Names("fastervlm.bench.flops", "CONVENTIONS")
+DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes
 
 
 def comma_list(kind: type) -> callable:
@@ -40,19 +42,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="FLOPs and KV cache of the full-size architectures")
     kinds = bench.add_subparsers(dest="bench", required=True)
     f = kinds.add_parser("flops", help="prefill FLOPs per component for each method x ratio")
-    f.add_argument("--arch", default="llava-1.5-7b", choices=sorted(ARCHS))
+    f.add_argument(
+        "--arch", default="llava-1.5-7b", choices=BENCH_ARCHS, metavar="ARCH", help="%(choices)s (default %(default)s)"
+    )
     f.add_argument(
         "--methods",
         type=comma_list(str),
         default=["none", "fastervlm", "fastv"],
-        help=f"comma-separated; 'none' is the unpruned model; known: {', '.join(sorted(METHODS))}",
+        help="comma-separated; 'none' is the unpruned model, the others are method names",
     )
     f.add_argument("--ratios", type=comma_list(float), default=[0.25, 0.5, 0.75, 0.9, 0.95])
     f.add_argument(
         "--convention",
         choices=CONVENTIONS,
+        metavar="CONVENTION",
         default="counted",
-        help="counted: every FLOP of the prefill; paper: LLM over visual tokens only, plus the vision tower",
+        help="counted (default): every FLOP of the prefill; paper: LLM over visual tokens only, plus the vision tower",
     )
     f.add_argument(
         "--equal-budget",
@@ -61,14 +66,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     f.add_argument("--json", type=Path, help="write the rows as JSON")
     f.add_argument("--plot", type=Path, help="write a PNG of TFLOPs and visual KV cache against the ratio")
+    add_threads(f)
     f.set_defaults(func=run_flops)
 
     lat = kinds.add_parser("latency", help="measured prefill / decode / generate time and memory, interleaved")
-    lat.add_argument("--arch", default="llava-1.5-7b", choices=sorted(ARCHS))
+    lat.add_argument(
+        "--arch", default="llava-1.5-7b", choices=BENCH_ARCHS, metavar="ARCH", help="%(choices)s (default %(default)s)"
+    )
     lat.add_argument("--methods", type=comma_list(str), default=["none", "fastervlm", "fastv"])
     lat.add_argument("--ratios", type=comma_list(float), default=[0.5, 0.75, 0.9, 0.95])
     lat.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    lat.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    lat.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     lat.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept (e.g. 0.125 on a CPU)")
     lat.add_argument("--batch", type=int, default=1)
     lat.add_argument("--new-tokens", type=int, default=16)
@@ -77,20 +85,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.add_argument("--scoring", action="store_true", help="also time the [CLS] score: one row vs all maps")
     lat.add_argument("--json", type=Path, help="write the rows (and the hardware) as JSON")
     lat.add_argument("--plot", type=Path, help="write a PNG of measured and ideal speed-up against the ratio")
+    add_threads(lat)
     lat.set_defaults(func=run_latency)
     profile_cli.add_parser(kinds)
 
 
-def run_flops(args: argparse.Namespace) -> int:
-    unknown = [m for m in args.methods if m != "none" and m not in METHODS]
+def check_methods(methods: list[str]) -> None:
+    unknown = [m for m in methods if m != "none" and m not in METHOD_NAMES]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from: none, {', '.join(sorted(METHODS))}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from: none, {', '.join(METHOD_NAMES)}")
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fastervlm.bench.archs import arch
+    from fastervlm.bench.flops import flops
+    from fastervlm.bench.plot import ratio_plot
+
+    check_methods(args.methods)
     target = arch(args.arch)
     cells = [("none", 0.0)] if "none" in args.methods else []
     cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
     progress = tqdm(cells, desc=f"FLOPs of {args.arch}", unit="cell")
     rows = [flops(target, m, r, args.convention, equal=args.equal_budget) for m, r in progress]
-    Console().print(table(rows))
+    print_table(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=1) + "\n")
@@ -102,12 +121,16 @@ def run_flops(args: argparse.Namespace) -> int:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    unknown = [m for m in args.methods if m != "none" and m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from: none, {', '.join(sorted(METHODS))}")
+    import torch
+
+    from fastervlm.bench.archs import arch
+    from fastervlm.bench.latency import latency, scoring_cost
+    from fastervlm.bench.plot import ratio_plot
+
+    check_methods(args.methods)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
-    dtype = DTYPES[args.dtype or ("bfloat16" if args.device == "cuda" else "float32")]
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     cells = [("none", 0.0)] if "none" in args.methods else []
     cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
     target = arch(args.arch)
@@ -115,7 +138,7 @@ def run_latency(args: argparse.Namespace) -> int:
     rows = latency(
         target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options
     )
-    Console().print(latency_table(rows))
+    print_table(latency_table(rows))
     scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
     if scoring:
         print(
@@ -142,6 +165,7 @@ def environment(device: str) -> dict:
     """What the numbers were measured on: they mean little without it."""
     import platform
 
+    import torch
     import transformers
 
     info = {

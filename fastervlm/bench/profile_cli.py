@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
+from fastervlm.cli_args import Names
 
-from fastervlm.bench.archs import ARCHS, arch
-from fastervlm.bench.profile import RUNS, profile, top_operators
+# Single-view architectures only; torch and the architectures load when a command runs (see fastervlm.cli_args).
+SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1)
 
 GROUPS = (
     ("vision tower: embeddings and glue", ("vision: embeddings and glue",)),
@@ -29,11 +29,17 @@ def add_parser(kinds: argparse._SubParsersAction) -> None:
     from fastervlm.bench.cli import DTYPES, comma_list  # the bench CLI imports this module
 
     p = kinds.add_parser("profile", help="where each prefill millisecond goes, unpruned / pruned / floor")
-    p.add_argument("--arch", default="llava-1.5-7b", choices=sorted(a for a in ARCHS if ARCHS[a].views == 1))
+    p.add_argument(
+        "--arch",
+        default="llava-1.5-7b",
+        choices=SINGLE_VIEW_ARCHS,
+        metavar="ARCH",
+        help="%(choices)s (default %(default)s)",
+    )
     p.add_argument("--method", default="fastervlm")
     p.add_argument("--ratios", type=comma_list(float), default=[0.9, 0.95])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -50,6 +56,8 @@ def grouped(components: dict[str, float]) -> dict[str, float]:
 
 
 def markdown(payload: dict) -> str:
+    from fastervlm.bench.profile import RUNS
+
     env = payload["environment"]
     lines = [
         f"# Prefill profile, {payload['profiles'][0]['arch']} on {env['cpu']} "
@@ -78,6 +86,8 @@ def markdown(payload: dict) -> str:
 
 def rates(p: dict) -> list[str]:
     """Each component's achieved GFLOP/s per run: an ideal speed-up assumes a run keeps the stock model's rate."""
+    from fastervlm.bench.profile import RUNS
+
     runs, parts = p["runs"], p["component_flops_t"]
     times = {r: grouped(runs[r]["components_ms"]) for r in RUNS}
     ms = {
@@ -110,6 +120,8 @@ def speedups(p: dict) -> list[str]:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    import torch
+
     threads = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -120,9 +132,13 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def write_profile(args: argparse.Namespace) -> int:
-    from fastervlm.bench.cli import DTYPES, environment
+    import torch
 
-    dtype = DTYPES[args.dtype or ("bfloat16" if args.device == "cuda" else "float32")]
+    from fastervlm.bench.archs import arch
+    from fastervlm.bench.cli import environment
+    from fastervlm.bench.profile import profile, top_operators
+
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     target = arch(args.arch)
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
     profiles = [

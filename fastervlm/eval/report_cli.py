@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
+from fastervlm.cli_args import Names
+from fastervlm.eval.paper import PAPER_TABLES
 
-from fastervlm.eval.paper import PAPER_TABLES, load_paper
-from fastervlm.eval.plot import score_figures, write_figures
-from fastervlm.eval.results import read_results
-from fastervlm.eval.table import FORMATS, Table, build_table, render
+if TYPE_CHECKING:
+    from fastervlm.eval.table import Table
 
+FORMATS = Names("fastervlm.eval.table", "FORMATS")  # the table module imports torch: loaded when needed
 PAPER_HELP = f"put the paper's published numbers beside ours; one of: {', '.join(PAPER_TABLES)}"
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     t = commands.add_parser("table", help="the paper's table layout: rows method x reduction, columns benchmarks")
     t.add_argument("results", type=Path, metavar="RESULTS_DIR", help="a grid's output folder, or a folder of grids")
-    t.add_argument("--format", default="md", choices=FORMATS, help="md (default), csv or latex")
+    t.add_argument("--format", default="md", choices=FORMATS, metavar="FORMAT", help="%(choices)s (default md)")
     t.add_argument("--out", type=Path, help="write to this file instead of stdout")
     t.add_argument("--paper", metavar="MODEL_TABLE", help=f"{PAPER_HELP}; Markdown and LaTeX show 'ours / paper'")
     t.add_argument("--model", help="only this model's rows (--paper needs one model)")
@@ -36,6 +37,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 def load_table(args: argparse.Namespace) -> Table:
     """--paper is checked before the folder is read, so a typo fails fast whatever the folder holds."""
+    from fastervlm.eval.paper import load_paper
+    from fastervlm.eval.results import read_results
+    from fastervlm.eval.table import build_table
+
     paper = load_paper(args.paper) if args.paper is not None else None
     results = read_results(args.results)
     if not results:
@@ -44,6 +49,8 @@ def load_table(args: argparse.Namespace) -> Table:
 
 
 def run_table(args: argparse.Namespace) -> int:
+    from fastervlm.eval.table import render
+
     text = render(load_table(args), args.format)
     if args.out is None:
         print(text, end="")
@@ -55,6 +62,10 @@ def run_table(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    from fastervlm.eval.plot import score_figures, write_figures
+
     table = load_table(args)
     figures = score_figures(table)
     for path in write_figures(figures, args.out or args.results / "plots" / "scores"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from fastervlm.eval.videoqa import DATASETS, prepare
+from fastervlm.cli_args import Names
+
+DATASETS = Names("fastervlm.eval.videoqa", "DATASETS")  # pyarrow and the tiny video model: loaded when needed
 
 
 def add_parser(eval_commands: argparse._SubParsersAction) -> None:
@@ -12,7 +14,7 @@ def add_parser(eval_commands: argparse._SubParsersAction) -> None:
         "prepare-videoqa",
         help="convert Video-ChatGPT's MSVD/MSRVTT/TGIF QA annotations into the fvlm_*_qa lmms-eval task data",
     )
-    p.add_argument("name", choices=sorted(DATASETS), help="which dataset")
+    p.add_argument("name", choices=DATASETS, metavar="NAME", help="which dataset: %(choices)s")
     p.add_argument("--annotations", required=True, help="folder holding test_q.json and test_a.json")
     p.add_argument("--videos", required=True, help="folder holding the clips (<video_name>.mp4/.avi/.gif ...)")
     p.add_argument("--tasks-dir", required=True, help="materialized task folder (lmms-eval --include_path)")
@@ -23,6 +25,8 @@ def add_parser(eval_commands: argparse._SubParsersAction) -> None:
 
 
 def run_prepare_videoqa(args: argparse.Namespace) -> int:
+    from fastervlm.eval.videoqa import prepare
+
     path = prepare(args.name, args.annotations, args.videos, args.tasks_dir, limit=args.limit or None)
     print(f"wrote {path}")
     return 0

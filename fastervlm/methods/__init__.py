@@ -6,7 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from fastervlm.methods import cdpruner, dart, divprune, fastervlm, fastv, pool, random, sparsevlm, visionzip, vispruner
+from fastervlm.methods import (
+    cdpruner,
+    dart,
+    divprune,
+    fastervlm,
+    fastv,
+    pool,
+    pyramiddrop,
+    random,
+    sparsevlm,
+    visionzip,
+    vispruner,
+)
 
 # A frozen dataclass with `budget`; in-LLM ones also `stages(num_layers) -> LlmStages`; a pre-LLM one may define
 # `check_fits(num_patches)` to check every option against the model's views at prune() time (else the budget's).
@@ -51,6 +63,7 @@ METHODS: dict[str, Method] = {
         needs=frozenset({"projected_features", "vision_features", "instruction"}),
     ),
     "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
+    "pyramiddrop": Method(pyramiddrop.PyramidDropConfig, pyramiddrop.select, needs=frozenset({"llm_query_row"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }

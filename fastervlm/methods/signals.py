@@ -103,7 +103,8 @@ class LlmSignals:
 
     A sample's visual tokens are its image tokens still in the sequence plus tokens earlier stages made, in
     sequence order; its query rows are the ones LlmStages.queries names, in sequence order. stage: index into
-    LlmStages.layers. image_tokens[b]: image tokens sample b entered the language model with.
+    LlmStages.layers. num_layers: the language model's decoder layers. image_tokens[b]: image tokens sample b
+    entered the language model with.
     visual_index[b] / query_index[b]: (n_visual_b,) / (q_b,) each token's index in the sample's unpadded prefill
     sequence (-1 for made tokens).
     query_is_visual[b]: (q_b,) bool, which query rows are visual tokens.
@@ -119,6 +120,7 @@ class LlmSignals:
     """
 
     stage: int
+    num_layers: int = 0
     image_tokens: list[int] = field(default_factory=list)
     visual_index: list[torch.Tensor] = field(default_factory=list)
     query_index: list[torch.Tensor] = field(default_factory=list)

@@ -9,10 +9,18 @@ from torch import nn
 from fastervlm.models.base import ModelAdapter
 from fastervlm.models.llava import LlavaAdapter
 from fastervlm.models.llava_next import LlavaNextAdapter
-from fastervlm.models.qwen2_vl import Qwen2VLAdapter
+from fastervlm.models.llava_onevision import LlavaOnevisionAdapter
+from fastervlm.models.qwen2_vl import Qwen2VLAdapter, Qwen3VLAdapter
 from fastervlm.models.video_llava import VideoLlavaAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter, Qwen2VLAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    LlavaAdapter,
+    LlavaNextAdapter,
+    LlavaOnevisionAdapter,
+    VideoLlavaAdapter,
+    Qwen2VLAdapter,
+    Qwen3VLAdapter,
+)
 
 
 def adapter_class(model: nn.Module) -> type[ModelAdapter]:

@@ -97,6 +97,12 @@ class ModelAdapter:
     # Pick kept tokens per item from the encoder's output (`encoded_layout`) rather than at the projector's input:
     # for towers whose views vary in size and whose projector sees one flat sequence of every image's patches.
     selects_after_encoding = False
+    # Encoder-output fields besides pooler_output that hold one row per visual token, as lists of per-layer
+    # pooler_output-shaped features (Qwen3-VL's deepstack_features): pruned with the same kept rows.
+    row_aligned_outputs: tuple[str, ...] = ()
+    # Language-model methods (hidden, visual_pos_masks, visual_embeds) -> hidden that add per-visual-token features
+    # between decoder layers (Qwen3-VL's _deepstack_process): in-LLM stages make them follow the kept tokens.
+    visual_injections: tuple[str, ...] = ()
     supports_merging = False  # can place tokens a method makes (VisionZip's, pooling's) in the sequence
     options: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class table
 

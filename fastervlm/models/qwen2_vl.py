@@ -1,11 +1,14 @@
-"""Qwen2-VL and Qwen2.5-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`).
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL (`Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`,
+`Qwen3VLForConditionalGeneration`).
 
 Dynamic resolution: an image of t x h x w patches (t = 1 for a still image) becomes t x (h/2) x (w/2) tokens after
 the 2 x 2 patch merger, so views differ in size and the budget applies per image (per frame group for videos), to
 its merged tokens. The tower has no [CLS] token: [CLS]-scoring methods run the "received attention" proxy (see
 FasterVLMConfig.score). Positions are M-RoPE (t, h, w) ids, which carry the image's geometry: kept tokens keep the
-ids the stock model gives them on the full sequence, and so does the text after them. Tokens a method makes have no
-such place, so merging methods are refused.
+ids the stock model gives them on the full sequence, and so does the text after them, in methods that prune inside
+the language model too (FastV, SparseVLM: its recycled tokens take the ids of the visual token they follow; its
+contiguous renumbering would scramble the grid). Tokens made before the LLM have no such place, so merging methods
+that run there (pool, VisionZip) are refused.
 """
 
 from __future__ import annotations
@@ -118,3 +121,16 @@ class Qwen2VLAdapter(ModelAdapter):
 
     def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:
         self.base(model).rope_deltas = deltas
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    """Qwen3-VL: Qwen2-VL's layout (full-attention tower, 16 px patches) plus deepstack.
+
+    The tower also merges features at a few intermediate blocks ("deepstack"), which the language model adds to
+    the visual tokens' hidden states after its first layers: they are pruned with the same kept rows, and inside
+    the language model they follow the tokens each stage keeps.
+    """
+
+    model_classes = ("Qwen3VLForConditionalGeneration",)
+    row_aligned_outputs = ("deepstack_features",)
+    visual_injections = ("_deepstack_process",)

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from fastervlm.methods import METHODS, MethodConfig, method_name
-from fastervlm.methods.signals import Merged, ViewSignals
-from fastervlm.models.base import ImageSelection, Modality, ModelAdapter
+from fastervlm.methods.signals import LlmStages, Merged, ViewSignals
+from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionReceived
 from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
 from fastervlm.runtime.instruction import InstructionSource, load_tokenizer
 from fastervlm.runtime.llm import LlmPruner
-from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe
+from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe, ReceivedRowsProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
 from fastervlm.runtime.sequence import Compaction, gather_through
 from fastervlm.runtime.trim import trim_tower
@@ -50,7 +50,7 @@ class Installation(InstanceBound):
         self.num_patches = adapter.patches_per_view(model)
         self.report: Report | None = None
         self.undos: list[Callable[[], None]] = []
-        self.probes: dict[str, ClsRowProbe | ReceivedProbe] = {}
+        self.probes: dict[str, ClsRowProbe | ReceivedProbe | ReceivedRowsProbe] = {}
         self.llm: LlmPruner | None = None  # for methods that prune inside the language model
         self._encoding: str | None = None  # the modality being encoded right now
         self._kept: torch.Tensor | None = None
@@ -85,9 +85,10 @@ class Installation(InstanceBound):
         if self.method.stage == "llm":
             self.llm = LlmPruner(
                 adapter.language_model(model),
-                config.stages(adapter.num_llm_layers(model)),
+                self._llm_stages(config.stages(adapter.num_llm_layers(model))),
                 lambda signals: self.method.select(config, signals),
                 self.needs,
+                adapter.visual_injections,
             )
             self.undos += self.llm.removers()
         else:
@@ -96,7 +97,10 @@ class Installation(InstanceBound):
             needs = self.needs
             for modality in self.modalities:
                 if "vision_received" in needs:
-                    received = ReceivedProbe(adapter.vision_received(model, modality.name, score_layer))
+                    target = adapter.vision_received(model, modality.name, score_layer)
+                    # Fused qkv over packed images (Qwen2-VL), or q/k per view (SigLIP).
+                    probe_class = ReceivedProbe if isinstance(target, VisionReceived) else ReceivedRowsProbe
+                    received = probe_class(target)
                     self.probes[modality.name] = received
                     self.undos += received.removers()
                 if needs & {"vision_cls_row", "vision_keys", "vision_cls_features"}:
@@ -115,6 +119,18 @@ class Installation(InstanceBound):
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
         return self
+
+    def _llm_stages(self, stages: LlmStages) -> LlmStages:
+        """On models whose positions carry geometry (adapter positions="original", M-RoPE) tokens keep their ids in
+        every stage too: a method's contiguous renumbering is dropped, and refused where it is the user's option."""
+        if self.adapter.positions != "original" or not stages.contiguous:
+            return stages
+        if getattr(self.config, "positions", None) == "contiguous":
+            raise ValueError(
+                f"positions='contiguous' would renumber {type(self.model).__name__}'s (t, h, w) position ids; "
+                "on this model kept tokens keep their original ids: use positions='original'"
+            )
+        return dataclasses.replace(stages, contiguous=False)
 
     def detach(self) -> None:
         for undo in reversed(self.undos):
@@ -215,7 +231,7 @@ class Installation(InstanceBound):
         scores = probe.scores if probe is not None else None
         if scores is not None and tuple(scores.shape) != (features.shape[0], self.num_patches):
             raise RuntimeError(
-                f"[CLS] scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
+                f"patch scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
         # module.forward, not module(...): calling the projector would run this hook again.
         needs, patches = self.needs, self.adapter.patch_features
@@ -223,7 +239,8 @@ class Installation(InstanceBound):
             num_patches=self.num_patches,
             num_views=features.shape[0],
             grid=self.adapter.patch_grid(self.model),
-            cls_attention=scores,
+            cls_attention=scores if probe is not None and probe.signal == "cls_attention" else None,
+            received_attention=scores if probe is not None and probe.signal == "received_attention" else None,
             features=patches(self._encoding, features) if "vision_features" in needs else None,
             projected=patches(self._encoding, module.forward(features)) if "projected_features" in needs else None,
             keys=probe.keys if probe is not None else None,
@@ -293,6 +310,8 @@ class Installation(InstanceBound):
             for m in present:
                 output = copy.copy(encoded[m.name])
                 output.pooler_output = kept_rows(output.pooler_output, selections[m.name])
+                for name in self.adapter.row_aligned_outputs:  # e.g. deepstack: one list of features per layer
+                    setattr(output, name, [kept_rows(f, selections[m.name]) for f in getattr(output, name)])
                 encoded[m.name] = output
             inputs["mm_encoder_outputs"] = encoded
             self._shorten_positions(inputs, plan)

@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask
 
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
 from fastervlm.runtime.sequence import Compaction
-from fastervlm.runtime.wrap import InstanceBound
+from fastervlm.runtime.wrap import InstanceBound, wrap
 
 Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
@@ -30,6 +30,17 @@ def last_real_column(mask: torch.Tensor) -> torch.Tensor:
     """Per sample, the last column the mask marks real (the end of a left- or right-padded row)."""
     length = mask.shape[1]
     return length - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
+
+
+def shortened_positions(plan: Compaction, positions: torch.Tensor, contiguous: bool) -> torch.Tensor:
+    """Positions (..., batch, L) of a stage's shorter sequence: renumbered, or each token's own (a made token takes
+    its anchor's). Leading rows (M-RoPE's t, h, w) are treated alike, each as the 1-D ids would be."""
+    if contiguous and positions.dim() == 2:
+        return plan.positions(positions)
+    if contiguous:
+        return torch.stack([plan.positions(p) for p in positions])
+    index = plan.index.to(positions.device).expand(*positions.shape[:-2], *plan.index.shape)
+    return torch.where(plan.valid.to(positions.device), positions.gather(-1, index), 0)
 
 
 class LlmPruner(InstanceBound):
@@ -41,7 +52,10 @@ class LlmPruner(InstanceBound):
         stages: LlmStages,
         select: Callable[[LlmSignals], Selection],
         needs: frozenset[str],
+        injections: tuple[str, ...] = (),
     ) -> None:
+        """injections: language-model methods (hidden, visual_pos_masks, visual_embeds) -> hidden that add
+        per-visual-token features between layers (Qwen3-VL's deepstack); they follow the kept tokens."""
         layers = language_model.layers
         self.language_model, self.layers, self.stages = language_model, layers, stages
         self.select, self.needs = select, needs
@@ -55,6 +69,7 @@ class LlmPruner(InstanceBound):
         self._image_tokens: list[int] = []
         self._step: dict[str, Any] = {}
         self.handles = [language_model.register_forward_pre_hook(self._on_model, with_kwargs=True)]
+        self.undos = [wrap(language_model, name, self._inject) for name in injections]
         if stages.score == "previous" and needs & {"llm_query_row", "llm_keys"}:
             for k in stages.layers:
                 attention = layers[k - 1].self_attn
@@ -68,7 +83,24 @@ class LlmPruner(InstanceBound):
             self.handles.append(layers[index].register_forward_pre_hook(hook, with_kwargs=True))
 
     def removers(self) -> list[Callable[[], None]]:
-        return [h.remove for h in self.handles]
+        return [h.remove for h in self.handles] + self.undos
+
+    def _inject(
+        self, original: Callable[..., Any], hidden: torch.Tensor, visual_pos_masks: torch.Tensor, embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-visual-token additions on a shortened prefill: each kept token gets its own row, made tokens none.
+
+        embeds holds one row per True of the full-length mask, in row-major order; the stages run so far say which
+        of those columns the shorter sequence still holds.
+        """
+        if self.phase != "prefill" or hidden.shape[1] == visual_pos_masks.shape[1] or not self.plans:
+            return original(hidden, visual_pos_masks, embeds)
+        rows = torch.full(visual_pos_masks.shape, -1, dtype=torch.long, device=visual_pos_masks.device)
+        rows[visual_pos_masks] = torch.arange(int(visual_pos_masks.sum()), device=rows.device)
+        for plan in self.plans:
+            rows = plan.gather(rows.to(plan.index.device), fill=-1)
+        kept = rows >= 0
+        return original(hidden, kept.to(visual_pos_masks.device), embeds[rows[kept].to(embeds.device)])
 
     def begin(
         self, phase: str | None, columns: torch.Tensor | None = None, plans: list[Compaction] | None = None
@@ -105,7 +137,10 @@ class LlmPruner(InstanceBound):
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = (torch.arange(length, device=embeds.device) + past).expand(batch, length)
-        self._step.update(mask=mask, positions=positions, cache=cache)
+        text = None
+        if positions.dim() == 3 and positions.shape[0] == 4:  # M-RoPE: a text row (for masks), then (t, h, w) rows
+            text, positions = positions[0], positions[1:]
+        self._step.update(mask=mask, positions=positions, text=text, cache=cache)
         if self.phase == "prefill":
             self._input_lengths = mask.sum(dim=1).tolist()
             self.origin = (mask.long().cumsum(dim=1) - 1).masked_fill(mask == 0, -1).to(embeds.device)
@@ -226,6 +261,7 @@ class LlmPruner(InstanceBound):
             per_sample["query_normed"] = [normed[b, rows[b]] for b in range(batch)]
         signals = LlmSignals(
             stage=stage,
+            num_layers=len(self.layers),
             image_tokens=self._image_tokens,
             image_embeds=step.get("image_embeds"),
             query_embeds=step.get("query_embeds"),
@@ -248,12 +284,9 @@ class LlmPruner(InstanceBound):
             base=self.plans[-1] if self.plans else None,
         )
         self.plans.append(plan)
-        positions = step["positions"]
-        step["positions"] = (
-            plan.positions(positions)
-            if self.stages.contiguous
-            else torch.where(plan.valid, positions.gather(1, plan.index.to(positions.device)), 0)
-        )
+        step["positions"] = shortened_positions(plan, step["positions"], self.stages.contiguous)
+        if step["text"] is not None:
+            step["text"] = plan.positions(step["text"])
         step["mask"] = plan.mask
         self.visual = plan.gather(visual, fill=False) | plan.made_slots
         self.origin = plan.gather(self.origin, fill=-1)
@@ -261,21 +294,25 @@ class LlmPruner(InstanceBound):
 
     def _layer_kwargs(self, stage: int, hidden: torch.Tensor) -> dict[str, Any]:
         plan, step = self.plans[stage], self._step
-        mask, positions = step["mask"], step["positions"]
+        mask, positions, text = step["mask"], step["positions"], step["text"]
         if self.phase == "decode":
             mask = plan.decode_mask(step["mask"], step["mask"].shape[1] - plan.prefill_len)
             if self.stages.contiguous:
                 positions = plan.decode_positions(positions)
+            if text is not None:
+                text = plan.decode_positions(text)
+        # What the stock text model hands its layers: the 1-D ids (M-RoPE's text row; none for bare (t, h, w) rows).
+        layer_positions = text if text is not None else positions if positions.dim() == 2 else None
         causal = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden,
             attention_mask=mask,
             past_key_values=step["cache"],
-            position_ids=positions,
+            position_ids=layer_positions,
             layer_idx=self.stages.layers[stage],
         )
         return {
             "attention_mask": causal,
-            "position_ids": positions,
+            "position_ids": layer_positions,
             "position_embeddings": self.language_model.rotary_emb(hidden, position_ids=positions),
         }

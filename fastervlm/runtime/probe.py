@@ -34,6 +34,8 @@ class ClsRowProbe(InstanceBound):
     attention kernel (sdpa, flash, eager) is left alone.
     """
 
+    signal = "cls_attention"
+
     def __init__(self, attention: VisionAttention, keys: bool = False, cls_features: bool = False) -> None:
         self.attention = attention
         self.armed = False
@@ -102,12 +104,63 @@ def received_attention(
     return out
 
 
+class ReceivedRowsProbe(InstanceBound):
+    """The received attention of towers that run each view as its own batch row (SigLIP in LLaVA-OneVision).
+
+    Reads q_proj / k_proj outputs while armed; `scores`: (views, N), each patch's attention received from its own
+    view's queries, heads and queries averaged.
+    """
+
+    signal = "received_attention"
+
+    def __init__(self, attention: VisionAttention) -> None:
+        self.attention = attention
+        self.armed = False
+        self.scores: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+        self.cls_features: torch.Tensor | None = None
+        self._query: torch.Tensor | None = None
+        self.handles = [
+            attention.q_proj.register_forward_hook(self._on_query),
+            attention.k_proj.register_forward_hook(self._on_keys),
+        ]
+
+    def arm(self) -> None:
+        self.armed, self.scores, self._query = True, None, None
+
+    def disarm(self) -> None:
+        self.armed, self._query = False, None
+
+    def _on_query(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.armed:
+            self._query = output.detach()
+
+    def _on_keys(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if not self.armed:
+            return
+        if self._query is None:
+            raise RuntimeError("k_proj ran before q_proj in the scored vision layer; cannot form the received score")
+        views, n, dim = output.shape
+        heads = self.attention.num_heads
+        flat = (views * n, heads, dim // heads)
+        bounds = list(range(0, views * n + 1, n))
+        received = received_attention(
+            self._query.reshape(flat), output.detach().reshape(flat), bounds, self.attention.scale
+        )
+        self.scores = received.view(views, n)
+
+    def removers(self) -> list[Callable[[], None]]:
+        return [h.remove for h in self.handles]
+
+
 class ReceivedProbe(InstanceBound):
     """Reads one vision attention's segment bounds and rotary tables, and its fused qkv output, while armed.
 
     `scores`: (seq / group,) received attention per merged token, in the tower's row order. Hooks only read what
     the block computes anyway; the attention kernel (sdpa, flash, eager) is left alone.
     """
+
+    signal = "received_attention"
 
     def __init__(self, attention: VisionReceived) -> None:
         self.attention = attention

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised Qwen2-VL / Qwen2.5-VL models and an offline processor, for demos and tests.
+"""Tiny, randomly initialised Qwen2-VL / Qwen2.5-VL / Qwen3-VL models and an offline processor, for demos and tests.
 
 The real geometry where pruning depends on it (14 px patches, 2 x 2 merger, temporal patch 2, Qwen2.5-VL's
 112 px windows scaled down so a tiny image spans several), with small pixel budgets so an image is a few dozen
@@ -17,6 +17,9 @@ from transformers import (
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -35,6 +38,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 PATCH_SIZE = 14
+QWEN3_PATCH_SIZE = 16
 MERGE = 2
 # Pixel budget of the image processor: 4..20 merged tokens' worth of 28 x 28 pixels (the real range is 4..16384).
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 20 * 28 * 28
@@ -159,3 +163,50 @@ def tiny_qwen2_5_vl(
     seed: int = 0, attn_implementation: str = "sdpa", **sizes: int
 ) -> Qwen2_5_VLForConditionalGeneration:
     return seeded_model(Qwen2_5_VLForConditionalGeneration, tiny_qwen2_5_vl_config(**sizes), seed, attn_implementation)
+
+
+class OfflineQwen3VLProcessor(Qwen3VLProcessor):
+    """The stock Qwen3VLProcessor for images, constructible without torchvision (see OfflineQwen2VLProcessor)."""
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
+        if argument_name == "video_processor" and argument is None:
+            return type(None)
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+def tiny_qwen3_vl_processor() -> Qwen3VLProcessor:
+    """Qwen3-VL preprocessing: Qwen2-VL's image processor at Qwen3-VL's 16 px patches (32 px merged tokens)."""
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 4 * 32 * 32, "longest_edge": 20 * 32 * 32},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        patch_size=QWEN3_PATCH_SIZE,
+        merge_size=MERGE,
+    )
+    tokenizer = tiny_qwen_tokenizer()
+    return OfflineQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None)
+
+
+def tiny_qwen3_vl_config(vision_layers: int = 2, text_layers: int = 3, text_hidden: int = 64) -> Qwen3VLConfig:
+    """Deepstack from both vision blocks, so the language model adds them after its layers 0 and 1."""
+    tok = tiny_qwen_tokenizer()
+    vision = {
+        "depth": vision_layers,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": text_hidden,
+        "patch_size": QWEN3_PATCH_SIZE,
+        "spatial_merge_size": MERGE,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 64,
+        "deepstack_visual_indexes": list(range(vision_layers)),
+    }
+    text = _text_config(tok, text_layers, text_hidden)
+    text["head_dim"] = text_hidden // text["num_attention_heads"]
+    text["rope_parameters"] = {**text["rope_parameters"], "mrope_interleaved": True}
+    return Qwen3VLConfig(vision_config=vision, text_config=text, **_ids(tok))
+
+
+def tiny_qwen3_vl(seed: int = 0, attn_implementation: str = "sdpa", **sizes: int) -> Qwen3VLForConditionalGeneration:
+    return seeded_model(Qwen3VLForConditionalGeneration, tiny_qwen3_vl_config(**sizes), seed, attn_implementation)

@@ -16,6 +16,32 @@ def config_label(config: MethodConfig) -> str:
     return f"{method_name(config)}, {budget}"
 
 
+def cut_layers(report: Report, sample: int = 0) -> list[int]:
+    """LLM layers (0-based) whose input is shorter than the layer before's: where an in-LLM method cut."""
+    lengths = report.seq_len_per_layer[sample]
+    return [layer for layer in range(1, len(lengths)) if lengths[layer] < lengths[layer - 1]]
+
+
+def panel_title(budget: str, kept: int, merged: int, last_cut: int | None) -> str:
+    """A kept-patch panel's title: what the view keeps as is, what the method made, and which LLM layers see it.
+
+    last_cut: the LLM layer from which on the sequence is final (in-LLM methods); None before the LLM. A view
+    that keeps no patch as is but gets merged tokens (2-D pooling) says so and is drawn undimmed (bright_patches).
+    """
+    what = (
+        f"{merged} merged, none as is"
+        if not kept and merged
+        else f"{kept} kept" + (f" + {merged} merged" if merged else "")
+    )
+    return f"{budget}: {what}" + (f"\nwhat LLM layers {last_cut}+ see" if last_cut is not None else "")
+
+
+def bright_patches(kept: torch.Tensor, merged: int, patches: int) -> torch.Tensor:
+    """The patches to draw undimmed: the kept ones, or all of them when every token was merged from the view
+    (2-D pooling): a dark "0 kept" panel would say the opposite of what happened."""
+    return torch.arange(patches) if not len(kept) and merged else kept
+
+
 def kept_reports(
     model: nn.Module, inputs: dict, configs: list[MethodConfig], progress: Progress | None = None
 ) -> list[Report]:

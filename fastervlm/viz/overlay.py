@@ -125,5 +125,7 @@ def kept_grid_figure(
         axes.set_axis_off()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    # The panel titles as PNG text too: a reader (or a test) gets them without OCR.
+    titles = "\n".join(label for label, _ in panels)
+    figure.savefig(path, dpi=DPI, format="png", metadata={"Software": None, "Description": titles})
     return path

@@ -11,7 +11,6 @@ import importlib
 import pytest
 import torch
 from transformers import BatchFeature
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.vision_utils import get_vision_window_index
 
 import fastervlm
@@ -89,13 +88,14 @@ def test_kept_sets_are_top_k_of_the_eager_received_attention(family, batch):
 
 
 def shortened(model, inputs, kept: list[torch.Tensor]) -> dict:
-    """The stock model's inputs for the pruned sequence, built by hand: dropped image tokens removed, kept image
-    features, each kept token's original (t, h, w) ids from the stock get_rope_index, contiguous text-row ids."""
+    """The stock model's inputs for the pruned sequence, built by hand: dropped image tokens removed, the stock
+    encoder output cut to the kept rows, each kept token's original (t, h, w) ids from the stock get_rope_index,
+    contiguous text-row ids."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     positions, _ = model.model.get_rope_index(
         ids, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"], attention_mask=mask
     )
-    features = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
+    encoded = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
     image = ids == model.config.image_token_id
     rows = []
     for b in range(len(ids)):
@@ -115,9 +115,10 @@ def shortened(model, inputs, kept: list[torch.Tensor]) -> dict:
         rope[:, b, width - len(r) :] = positions[:, b, r]
     text = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     out["position_ids"] = torch.cat([text.unsqueeze(0), rope])
-    out["mm_encoder_outputs"] = {
-        "image": BaseModelOutputWithPooling(pooler_output=[f[k] for f, k in zip(features, kept, strict=True)])
-    }
+    encoded.pooler_output = [f[k] for f, k in zip(encoded.pooler_output, kept, strict=True)]
+    if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: the same rows of every deepstack layer
+        encoded.deepstack_features = [[f[k] for f, k in zip(x, kept, strict=True)] for x in encoded.deepstack_features]
+    out["mm_encoder_outputs"] = {"image": encoded}
     return out
 
 
@@ -193,7 +194,7 @@ def test_refusals_name_the_choice():
         fastervlm.prune(model, "fastervlm", ratio=0.5, score="cls")
     with pytest.raises(ValueError, match="makes new tokens"):
         fastervlm.prune(model, "pool", ratio=0.5)
-    for method in ("vispruner", "divprune"):
+    for method in ("vispruner", "divprune", "cdpruner"):
         with pytest.raises(ValueError, match=r"needs .*_features, which Qwen2VLForConditionalGeneration does not"):
             fastervlm.prune(model, method, ratio=0.5)
     with pytest.raises(ValueError, match="score must be one of"):
