@@ -271,6 +271,7 @@ def run_agreement(args: argparse.Namespace) -> int:
     from fastervlm.methods import resolve_config
     from fastervlm.viz import kept_reports
     from fastervlm.viz.agreement import agreement
+    from fastervlm.viz.samples import sample_names
     from fastervlm.viz.samples import samples as data_samples
 
     if len(args.methods) != 2:
@@ -289,7 +290,7 @@ def run_agreement(args: argparse.Namespace) -> int:
             for kept, report in zip(per_method, kept_reports(model, inputs, configs), strict=True):
                 kept.append(report)
             progress.advance(task)
-    result = agreement(*per_method)
+    result = agreement(*per_method, names=sample_names(args.data, len(samples)))
     print(
         f"{result.method_a} vs {result.method_b} at ratio {args.ratio:g} over {len(result.iou)} images: "
         f"IoU mean {result.mean:.3f}, median {result.median:.3f}"

@@ -242,6 +242,14 @@ def test_tokens_budget_equals_ratio_budget(make_llava, batch):
     assert fastervlm.last_report(by_tokens).visual_tokens_out == 116
 
 
+def test_last_report_is_none_before_a_forward_and_refuses_an_unpruned_model(tiny):
+    with pytest.raises(ValueError, match=r"model is not pruned; call fastervlm.prune"):
+        fastervlm.last_report(tiny)
+    assert fastervlm.last_report(fastervlm.prune(tiny, method="fastervlm", ratio=0.9)) is None
+    with pytest.raises(ValueError, match="model is not pruned"):
+        fastervlm.last_report(fastervlm.unprune(tiny))
+
+
 def test_ratio_one_keeps_no_visual_token(tiny, batch):
     fastervlm.prune(tiny, method="fastervlm", ratio=1.0)
     with torch.no_grad():
@@ -300,7 +308,7 @@ def test_last_report_is_none_before_any_forward(tiny):
         ({"tokens": 577}, "tokens must be in \\[0, 576\\]"),
         ({"tokens": -1}, "tokens must be an int >= 0"),
         ({"ratio": 0.5, "tokens": 10}, "exactly one of ratio or tokens"),
-        ({"method": "nope"}, "unknown method 'nope'; choose one of: fastervlm"),
+        ({"method": "nope"}, "unknown method 'nope'; choose one of: .*fastervlm"),
         ({"method": "fastervlm", "colour": 1}, "unknown option\\(s\\) \\['colour'\\]"),
         ({"score_layer": 0}, "score_layer must select an encoder layer"),
         ({"mode": "paper"}, "unknown option.* \\['mode'\\] .*LlavaForConditionalGeneration's own options: none"),

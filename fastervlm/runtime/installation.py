@@ -16,6 +16,7 @@ from fastervlm.methods.signals import LlmStages, Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionReceived
 from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
+from fastervlm.runtime.generate import check_cache, check_generate, refuse_continuous_batching
 from fastervlm.runtime.instruction import InstructionSource, load_tokenizer
 from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe, ReceivedRowsProbe
@@ -118,6 +119,10 @@ class Installation(InstanceBound):
                 self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
         self.undos.append(wrap(base, "forward", self._merge_forward))
         self.undos.append(wrap(model, "forward", self._top_forward))
+        self.undos.append(wrap(model, "generate", self._generate))
+        for name in ("generate_batch", "init_continuous_batching"):
+            if hasattr(model, name):
+                self.undos.append(wrap(model, name, refuse_continuous_batching))
         return self
 
     def _llm_stages(self, stages: LlmStages) -> LlmStages:
@@ -292,6 +297,7 @@ class Installation(InstanceBound):
             self._plan, self._step_plans = None, []
             self.report = self._unpruned_report(inputs, "no image tokens in this batch; it ran unpruned")
             return original(**inputs)
+        check_cache(cache)
         if cache is not None and cache.get_seq_length() > 0:
             raise ValueError(
                 "a pruned prefill must start from an empty past_key_values (cache continuation is not supported)"
@@ -434,6 +440,17 @@ class Installation(InstanceBound):
         """Filler for re-padded columns: the pad token, unless it doubles as a placeholder."""
         pad = self.model.config.get_text_config().pad_token_id
         return pad if pad is not None and pad not in {m.token_id for m in self.modalities} else 0
+
+    def _generate(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        check_generate(self.model, kwargs, self.method_name if self.llm is not None else None)
+        cache = kwargs.get("past_key_values")
+        if self.llm is None and cache is not None and cache.get_seq_length() > 0:
+            raise ValueError(
+                f"generate() cannot continue from a non-empty past_key_values with {self.method_name!r}: the cache "
+                "holds the shortened prompt, which generate() would index by the full input_ids. Call generate() on "
+                "the prompt plus the tokens so far without past_key_values, or decode step by step with forward()"
+            )
+        return original(*args, **kwargs)
 
     # Labels: the loss is the pruned model's, over the tokens that reached the LLM.
 
