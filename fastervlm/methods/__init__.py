@@ -12,6 +12,7 @@ from fastervlm.methods import (
     divprune,
     fastervlm,
     fastv,
+    fitprune,
     pool,
     pyramiddrop,
     random,
@@ -64,6 +65,7 @@ METHODS: dict[str, Method] = {
     ),
     "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
     "pyramiddrop": Method(pyramiddrop.PyramidDropConfig, pyramiddrop.select, needs=frozenset({"llm_query_row"})),
+    "fitprune": Method(fitprune.FitPruneConfig, fitprune.select, needs=frozenset({"llm_query_row"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }
