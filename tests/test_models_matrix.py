@@ -16,6 +16,7 @@ from fastervlm.tiny import (
     tiny_video_llava,
     tiny_video_llava_processor,
 )
+from fastervlm.tiny.clip_text import tiny_method_options
 
 IMAGE = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 VIDEO = "USER: <video>\nWhat happens? ASSISTANT:"
@@ -46,6 +47,7 @@ FAMILIES = {
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_prunes_or_refuses_clearly(family, method):
     build, inputs_of, options = FAMILIES[family]
+    options = {**options, **tiny_method_options(method)}
     model = build(text_layers=DEPTH.get(method, 4))
     if METHODS[method].merges and METHODS[method].stage == "vision":
         with pytest.raises(ValueError, match=f"method '{method}' makes new tokens, which .* cannot place"):
