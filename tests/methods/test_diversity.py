@@ -101,21 +101,6 @@ def test_divprune_matches_reference(make_llava, batch, options):
     assert [v[0].tolist() for v in fastervlm.last_report(model).kept_indices] == [k.tolist() for k in kept]
 
 
-@pytest.mark.parametrize("method", ["vispruner", "divprune"])
-def test_ratio_zero_is_stock(make_llava, batch, method):
-    stock, model = make_llava(), fastervlm.prune(make_llava(), method=method, ratio=0.0)
-    with torch.no_grad():
-        expected = stock.generate(
-            **batch, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-        got = model.generate(
-            **batch, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-    assert torch.equal(got.sequences, expected.sequences)
-    assert all(torch.equal(a, b) for a, b in zip(got.logits, expected.logits, strict=True))
-    assert fastervlm.last_report(model).visual_tokens_out == 2 * 576
-
-
 def test_vispruner_odd_residual_and_options():
     """At ratio 0.9 (k = 58, 29 important) 547 patches remain, an odd count the reference cannot match; here it
     still keeps exactly k distinct patches; a bad important_ratio names itself."""
