@@ -64,6 +64,7 @@ def dart_reference(model, inputs, max_num_trunction, k_layer, steps):
                     keys = attention.k_proj(normed).view(1, n, -1, attention.head_dim).transpose(1, 2)
                     cos, sin = lm.rotary_emb(low, position_ids=positions)
                     keys = apply_rotary_pos_emb(keys, keys, cos, sin)[1]
+                    keys = keys.repeat_interleave(attention.config.num_attention_heads // keys.shape[1], dim=1)
                     keys = keys.permute(0, 2, 1, 3).reshape(1, n, -1)[0]
                 low, _ = run_layers(lm, low, positions, ones, [k_layer - 1])
                 if keep is None:
