@@ -21,18 +21,17 @@ CASES = [
     ("cdpruner", {"tokens": 32, **tiny_method_options("cdpruner")}),
     ("dart", {"ratio": 0.75}),
     ("pyramiddrop", {"ratio": 0.5, "layers": (1, 2, 3)}),
-    ("fitprune", {"ratio": 0.75}),
+    ("fitprune", {"schedule": (100, 200, 50, 0)}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
-DEPTH = {"fitprune": 32}  # its fitted schedules are for 32-layer language models
 
 
 def text_layers_for(method: str, options: dict) -> int:
     """TEXT_LAYERS, or more when an in-LLM method's stages need them (SparseVLM prunes after layer 15)."""
     if METHODS[method].stage != "llm":
         return TEXT_LAYERS
-    if method in DEPTH:
-        return DEPTH[method]
+    if method == "fitprune":  # its fitted schedules are for 32-layer language models; schedule= for any depth
+        return len(options["schedule"]) if "schedule" in options else 32
     stages = resolve_config(method, dict(options)).stages(num_layers=10**6)
     return max(TEXT_LAYERS, stages.layers[-1] + 1)
 
