@@ -48,7 +48,11 @@ def unprune(model: nn.Module) -> nn.Module:
 
 
 def last_report(model: nn.Module) -> Report | None:
-    """What the last prefill really did (None before the first forward after prune)."""
+    """What the last prefill of a pruned model really did; None if it has not run a forward since prune().
+
+    Raises ValueError on a model that is not pruned (never pruned, or unpruned since): a stock model has no
+    report, and returning None there would look like "pruned, not run yet".
+    """
     return installation(model).report
 
 

@@ -72,7 +72,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from fastervlm import demo
     from fastervlm.methods import resolve_config
-    from fastervlm.models import adapter_for
     from fastervlm.terminal import print_table
     from fastervlm.viz import kept_grid_figure
     from fastervlm.viz.kept import bright_patches
@@ -97,9 +96,7 @@ def run_demo(args: argparse.Namespace) -> int:
             model, inputs, configs, repeats=args.repeats, max_new_tokens=args.max_new_tokens, progress=progress
         )
     print_table(demo.table(runs))
-    adapter = adapter_for(model)
-    size = processor.image_processor.crop_size["height"]
-    grid = adapter.patch_grid(model)
+    grid, size = family.view(model, processor, inputs)
     kept = {demo.panel_title(r): bright_patches(r.first_kept, r.first_merged, grid[0] * grid[1]) for r in runs[1:]}
     first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
     path = kept_grid_figure(family.first_view(first, size), kept, grid, args.out, size=size)
@@ -139,21 +136,29 @@ def run_viz(args: argparse.Namespace) -> int:
     """
     from fastervlm import demo
     from fastervlm.methods import resolve_config
+    from fastervlm.tiny.clip_text import tiny_method_options
     from fastervlm.viz import save_figure
 
     args.arch = demo.resolve_arch(args.model, args.arch)
     if (args.image is None) != (args.arch == "video-llava"):
         raise ValueError(
-            f"--image is required for --arch llava-1.5 and llava-next and not taken by video-llava (which draws a "
+            f"--image is required for every --arch but video-llava, which takes none (it draws a "
             f"synthetic 8-frame video), got --arch {args.arch} with --image {args.image!r}"
         )
     args.prompt = args.prompt or DEMO_QUESTIONS[demo.ARCHS[args.arch].media]
-    configs = [resolve_config(name, {"ratio": ratio}) for name in args.methods for ratio in args.ratios]
+    tiny = args.model in (None, demo.TINY)
+    configs = [
+        resolve_config(name, {"ratio": ratio, **(tiny_method_options(name) if tiny else {})})
+        for name in args.methods
+        for ratio in args.ratios
+    ]
     device = pick_device(args.device)
-    if args.model in (None, demo.TINY):
+    if tiny:
         print(random_note(args.arch))
     model, processor = demo.load_llava(args.model, arch=args.arch, device=device)
-    draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}[args.arch]
+    draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}.get(
+        args.arch, viz_received
+    )
     figure = draw(model, processor, args, configs)
     for path in save_figure(figure, args.out):
         print(f"written: {path}")
@@ -220,6 +225,36 @@ def viz_llava_next(model: nn.Module, processor: ProcessorMixin, args: argparse.N
     return kept_figure(base, heat.reshape(grid).numpy(), rows, "vision [CLS] attention, base view only")
 
 
+def viz_received(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
+    """Towers without [CLS] (Qwen-VL, LLaVA-OneVision): the first view as drawn by the demo, the received-attention
+    score fastervlm ranks by, and the kept patches (merged tokens for Qwen-VL, the base view for OneVision)."""
+    from PIL import Image
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fastervlm import demo
+    from fastervlm.viz import kept_figure, kept_reports, overlay, received_attention
+    from fastervlm.viz.kept import config_label
+
+    family = demo.ARCHS[args.arch]
+    image = Image.open(args.image).convert("RGB")
+    inputs = demo.batch(model, processor, [image], args.prompt)
+    grid, size = family.view(model, processor, inputs)
+    heat = received_attention(model, inputs)[0].reshape(-1, grid[0] * grid[1])[0].reshape(grid)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        reports = kept_reports(model, inputs, configs, progress)
+    view = family.first_view(image, size)
+    rows = {}
+    for config, report in zip(configs, reports, strict=True):
+        # In-LLM methods report one run of image tokens per image; its first rows are the first view's patches.
+        kept = report.kept_indices[0][0]
+        kept = kept[kept < grid[0] * grid[1]]
+        title = f"{config_label(config)}: first view ({len(kept)} kept)"
+        rows[config_label(config)] = [(title, overlay(view, kept, grid, size=size))]
+    title, label = "received attention (score='received'), first view", "attention received (mean softmax share)"
+    return kept_figure(view, heat.numpy(), rows, title, label)
+
+
 def viz_video_llava(model: nn.Module, processor: ProcessorMixin, args: argparse.Namespace, configs: list) -> Figure:
     """The 8 frames of a synthetic video per method x ratio; the heatmap is frame 1's video-tower [CLS] row."""
     from rich.console import Console
@@ -265,6 +300,7 @@ def run_agreement(args: argparse.Namespace) -> int:
     from fastervlm.methods import resolve_config
     from fastervlm.viz import kept_reports
     from fastervlm.viz.agreement import agreement
+    from fastervlm.viz.samples import sample_names
     from fastervlm.viz.samples import samples as data_samples
 
     if len(args.methods) != 2:
@@ -283,7 +319,7 @@ def run_agreement(args: argparse.Namespace) -> int:
             for kept, report in zip(per_method, kept_reports(model, inputs, configs), strict=True):
                 kept.append(report)
             progress.advance(task)
-    result = agreement(*per_method)
+    result = agreement(*per_method, names=sample_names(args.data, len(samples)))
     print(
         f"{result.method_a} vs {result.method_b} at ratio {args.ratio:g} over {len(result.iou)} images: "
         f"IoU mean {result.mean:.3f}, median {result.median:.3f}"

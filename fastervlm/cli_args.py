@@ -9,14 +9,14 @@ mistyped command import neither.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import import_module
 from typing import Any
 
 
 class Names(Sequence[str]):
-    """The sorted keys of the mapping `module.attribute` (those whose value passes `where`), imported on first use
-    (argparse's `choices`)."""
+    """The sorted names in `module.attribute` (a mapping's keys whose value passes `where`, or a tuple's items),
+    imported on first use (argparse's `choices`)."""
 
     def __init__(self, module: str, attribute: str, where: Callable[[Any], bool] | None = None) -> None:
         self.module, self.attribute, self.where = module, attribute, where
@@ -25,8 +25,9 @@ class Names(Sequence[str]):
     def names(self) -> list[str]:
         if self._names is None:
             registry = getattr(import_module(self.module), self.attribute)
+            pairs = registry.items() if isinstance(registry, Mapping) else ((name, name) for name in registry)
             keep = self.where or (lambda _: True)
-            self._names = sorted(name for name in registry if keep(registry[name]))
+            self._names = sorted(name for name, value in pairs if keep(value))
         return self._names
 
     def __getitem__(self, index: int) -> str:  # type: ignore[override]

@@ -21,8 +21,12 @@ from transformers import (
     BatchFeature,
     LlavaForConditionalGeneration,
     LlavaNextForConditionalGeneration,
+    LlavaOnevisionForConditionalGeneration,
     PreTrainedModel,
     ProcessorMixin,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLForConditionalGeneration,
+    Qwen3VLForConditionalGeneration,
     VideoLlavaForConditionalGeneration,
 )
 
@@ -39,6 +43,15 @@ from fastervlm.tiny import (
     tiny_processor,
     tiny_video_llava,
     tiny_video_llava_processor,
+)
+from fastervlm.tiny.llava_onevision import tiny_llava_onevision, tiny_llava_onevision_processor
+from fastervlm.tiny.qwen2_vl import (
+    IMAGE_PROMPT,
+    tiny_qwen2_5_vl,
+    tiny_qwen2_vl,
+    tiny_qwen2_vl_processor,
+    tiny_qwen3_vl,
+    tiny_qwen3_vl_processor,
 )
 from fastervlm.viz.kept import cut_layers
 from fastervlm.viz.kept import panel_title as kept_title
@@ -60,6 +73,41 @@ def squashed_view(image: Image.Image, size: int) -> Image.Image:
     return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
 
 
+def llava_prompt(question: str, placeholder: str = "<image>") -> str:
+    """LLaVA-1.5's (and Video-LLaVA's) conversation template; a prompt that already holds the placeholder is
+    taken as the caller's own."""
+    return question if placeholder in question else f"USER: {placeholder}\n{question} ASSISTANT:"
+
+
+def chatml_prompt(question: str, placeholder: str) -> str:
+    """The ChatML turn Qwen2-VL, Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision's chat templates write for one image."""
+    if placeholder in question:
+        return question
+    return f"<|im_start|>user\n{placeholder}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def qwen_prompt(question: str, placeholder: str = "<image>") -> str:
+    return chatml_prompt(question, IMAGE_PROMPT)
+
+
+def onevision_prompt(question: str, placeholder: str = "<image>") -> str:
+    return chatml_prompt(question, "<image>\n")
+
+
+def fixed_view(model: nn.Module, processor: ProcessorMixin, inputs: BatchFeature) -> tuple[tuple[int, int], int]:
+    """(patch grid, pixel side) of the first view: the family's fixed grid on the processor's crop."""
+    image_processor = processor.image_processor
+    size = image_processor.crop_size or image_processor.size
+    return adapter_for(model).patch_grid(model), size["height"]
+
+
+def merged_view(model: nn.Module, processor: ProcessorMixin, inputs: BatchFeature) -> tuple[tuple[int, int], int]:
+    """Qwen-VL's first image: its merged-token grid (rows, cols) from image_grid_thw, drawn on a 336 px square."""
+    merge = model.config.vision_config.spatial_merge_size
+    _, height, width = inputs["image_grid_thw"][0].tolist()
+    return (height // merge, width // merge), 336
+
+
 @dataclass(frozen=True)
 class Arch:
     """A model family the demo runs: its class, its embedded tiny stand-in, and what it is shown by default."""
@@ -72,6 +120,8 @@ class Arch:
     geometry: str  # the tiny model's shapes, for the random-weights note
     example: str  # a hub id with real weights
     first_view: Callable[[Image.Image, int], Image.Image] = same_view  # the image as the report's first view saw it
+    prompt: Callable[[str, str], str] = llava_prompt  # (question, placeholder) -> the prompt the model was tuned on
+    view: Callable[[nn.Module, ProcessorMixin, BatchFeature], tuple[tuple[int, int], int]] = fixed_view
 
 
 ARCHS = {
@@ -104,6 +154,62 @@ ARCHS = {
         "Video-LLaVA-shaped, real 224 px / 14 px geometry, 8 frames x 257 visual tokens per video",
         "LanguageBind/Video-LLaVA-7B-hf",
     ),
+    "llava-onevision": Arch(
+        LlavaOnevisionForConditionalGeneration,
+        tiny_llava_onevision,
+        tiny_llava_onevision_processor,
+        "images",
+        synthetic_images,
+        "LLaVA-OneVision-shaped at small scale: SigLIP (no [CLS]) on 84 px views of 14 px patches, anyres up to "
+        "3 x 3 crops with unpadding and newlines",
+        "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+        squashed_view,
+        onevision_prompt,
+    ),
+    **{
+        name: Arch(
+            model_class,
+            tiny,
+            processor,
+            "images",
+            synthetic_images,
+            f"{label}-shaped, real {patch} px patches and 2 x 2 merger, small pixel budget: a few dozen visual tokens "
+            "per image, as many as its size gives",
+            example,
+            squashed_view,
+            qwen_prompt,
+            merged_view,
+        )
+        for name, model_class, tiny, processor, label, patch, example in (
+            (
+                "qwen2-vl",
+                Qwen2VLForConditionalGeneration,
+                tiny_qwen2_vl,
+                tiny_qwen2_vl_processor,
+                "Qwen2-VL",
+                14,
+                "Qwen/Qwen2-VL-7B-Instruct",
+            ),
+            (
+                "qwen2.5-vl",
+                Qwen2_5_VLForConditionalGeneration,
+                tiny_qwen2_5_vl,
+                tiny_qwen2_vl_processor,
+                "Qwen2.5-VL",
+                14,
+                "Qwen/Qwen2.5-VL-7B-Instruct",
+            ),
+            (
+                "qwen3-vl",
+                Qwen3VLForConditionalGeneration,
+                tiny_qwen3_vl,
+                tiny_qwen3_vl_processor,
+                "Qwen3-VL",
+                16,
+                "Qwen/Qwen3-VL-8B-Instruct",
+            ),
+        )
+    },
 }
 
 
@@ -154,17 +260,18 @@ def load_llava(
     return llava.to(device).eval(), processor
 
 
-def llava_prompt(question: str, placeholder: str = "<image>") -> str:
-    """LLaVA-1.5's (and Video-LLaVA's) conversation template; a prompt that already holds the placeholder is
-    taken as the caller's own."""
-    return question if placeholder in question else f"USER: {placeholder}\n{question} ASSISTANT:"
+def arch_of(model: nn.Module) -> Arch:
+    for family in ARCHS.values():
+        if type(model) is family.model_class:
+            return family
+    raise TypeError(f"{type(model).__name__} is not a demo family; families: {', '.join(ARCHS)}")
 
 
 def batch(
     model: nn.Module, processor: ProcessorMixin, samples: list[Any], question: str, media: str = "images"
 ) -> BatchFeature:
     """One prompt per image (or video), padded into one batch, on the model's device and (for pixels) its dtype."""
-    text = [llava_prompt(question, PLACEHOLDERS[media])] * len(samples)
+    text = [arch_of(model).prompt(question, PLACEHOLDERS[media])] * len(samples)
     inputs = processor(**{media: samples}, text=text, padding=True, return_tensors="pt")
     return inputs.to(device=model.device, dtype=model.dtype)
 

@@ -242,6 +242,14 @@ def test_tokens_budget_equals_ratio_budget(make_llava, batch):
     assert fastervlm.last_report(by_tokens).visual_tokens_out == 116
 
 
+def test_last_report_is_none_before_a_forward_and_refuses_an_unpruned_model(tiny):
+    with pytest.raises(ValueError, match=r"model is not pruned; call fastervlm.prune"):
+        fastervlm.last_report(tiny)
+    assert fastervlm.last_report(fastervlm.prune(tiny, method="fastervlm", ratio=0.9)) is None
+    with pytest.raises(ValueError, match="model is not pruned"):
+        fastervlm.last_report(fastervlm.unprune(tiny))
+
+
 def test_ratio_one_keeps_no_visual_token(tiny, batch):
     fastervlm.prune(tiny, method="fastervlm", ratio=1.0)
     with torch.no_grad():

@@ -259,6 +259,8 @@ def test_analyze_agreement_over_a_folder_writes_per_image_iou(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(out.read_text())
     assert result["samples"] == 2 and len(result["iou"]) == 2 and result["ratio"] == 0.9
+    assert [entry["image"] for entry in result["per_sample"]] == ["0.png", "1.png"]
+    assert [entry["iou"] for entry in result["per_sample"]] == result["iou"]
     assert all(0.0 <= iou <= 1.0 for iou in result["iou"])
     assert result["mean_iou"] == pytest.approx(sum(result["iou"]) / 2)
     assert f"IoU mean {result['mean_iou']:.3f}" in capsys.readouterr().out

@@ -26,7 +26,17 @@ from rich.console import Console
 from fastervlm.demo import TINY_TEXT_LAYERS
 from fastervlm.eval import standin, videoqa
 from fastervlm.eval.benchmarks import benchmark
-from fastervlm.eval.results import UNPRUNED, Cell, CellResult, cell_dir, is_done, write_result
+from fastervlm.eval.progress import grid_progress, library_bars_off
+from fastervlm.eval.results import (
+    ERROR_FILE,
+    UNPRUNED,
+    Cell,
+    CellResult,
+    cell_dir,
+    is_done,
+    write_manifest,
+    write_result,
+)
 from fastervlm.methods import METHODS
 
 DEFAULT = "default"
@@ -147,6 +157,7 @@ def run(config: GridConfig, out: Path, only: int | None = None) -> int:
     if only is not None and not 0 <= only < len(cells):
         raise ValueError(f"--cell {only} is out of range; the grid has cells 0..{len(cells) - 1}")
     chosen = cells if only is None else [cells[only]]
+    write_manifest(out, config.name, cells)
     pending = [cell for cell in chosen if not is_done(out, cell)]
     console.print(
         f"[bold]{config.name}[/]: {len(chosen) - len(pending)} of {len(chosen)} cells done, {len(pending)} to run"
@@ -159,14 +170,18 @@ def run(config: GridConfig, out: Path, only: int | None = None) -> int:
     ours_only = all(t.startswith(OUR_TASK_PREFIX) for t in config.tasks)
     manager = TaskManager("WARNING", include_path=str(tasks_dir), include_defaults=not ours_only)
     failures = 0
-    for spec in config.models:
-        todo = [cell for cell in pending if cell.model == spec.name]
-        if not todo:
-            continue
-        lm = load_model(spec, out, config.batch_size)
-        prepare_standin(config, tasks_dir, lm, manager)
-        for cell in todo:
-            failures += not run_cell(config, out, cell, lm, manager)
+    with library_bars_off(), grid_progress(console) as progress:
+        bar = progress.add_task(f"{config.name}: cells", total=len(pending))
+        for spec in config.models:
+            todo = [cell for cell in pending if cell.model == spec.name]
+            if not todo:
+                continue
+            lm = load_model(spec, out, config.batch_size)
+            lm.show_progress = False  # the grid's bar is the one bar
+            prepare_standin(config, tasks_dir, lm, manager)
+            for cell in todo:
+                failures += not run_cell(config, out, cell, lm, manager)
+                progress.advance(bar)
     return 1 if failures else 0
 
 
@@ -249,14 +264,14 @@ def run_cell(config: GridConfig, out: Path, cell: Cell, lm: Any, manager: Any) -
         _write_lmms_outputs(folder / "lmms", results, samples)
         log_wandb(config, out, cell, result)
         write_result(out, result)
-        (folder / "error.txt").unlink(missing_ok=True)
+        (folder / ERROR_FILE).unlink(missing_ok=True)
         console.print(
             f"  [green]done[/] in {result.runtime_s:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items())
         )
         return True
     except Exception:
-        (folder / "error.txt").write_text(traceback.format_exc())
-        console.print(f"  [red]failed[/]: see {folder / 'error.txt'}\n{traceback.format_exc(limit=3)}")
+        (folder / ERROR_FILE).write_text(traceback.format_exc())
+        console.print(f"  [red]failed[/]: see {folder / ERROR_FILE}\n{traceback.format_exc(limit=3)}")
         return False
 
 

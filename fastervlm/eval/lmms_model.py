@@ -115,6 +115,7 @@ class FasterVLMLmms(lmms):
         self.batch_size_per_gpu = int(batch_size)
         self.max_frames_num = int(max_frames_num)
         self.tally = TokenTally()
+        self.show_progress = True  # the grid runner turns it off: its own bar counts cells
         self.set_pruning(method, ratio=ratio, tokens=tokens, **options)
 
     @property
@@ -215,7 +216,7 @@ class FasterVLMLmms(lmms):
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results: list[str | None] = [None] * len(requests)
         batches = self._batches(requests, key=lambda args: (args[4], repr(sorted(args[1].items()))))
-        for batch in tqdm(batches, desc="fastervlm generate", disable=self.rank != 0):
+        for batch in tqdm(batches, desc="fastervlm generate", disable=self.rank != 0 or not self.show_progress):
             gen_kwargs = dict(batch[0][1][1])
             until = gen_kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
@@ -255,7 +256,7 @@ class FasterVLMLmms(lmms):
         results: list[GenerationResult | None] = [None] * len(requests)
         batches = self._batches(requests, key=lambda args: args[4])
         tokenizer = self.processor.tokenizer
-        for batch in tqdm(batches, desc="fastervlm loglikelihood", disable=self.rank != 0):
+        for batch in tqdm(batches, desc="fastervlm loglikelihood", disable=self.rank != 0 or not self.show_progress):
             visuals = [self._doc_visuals(args) for _, args in batch]
             contexts = [self._messages(args[0], v) for (_, args), v in zip(batch, visuals, strict=True)]
             continuations = [self._continuation(args) for _, args in batch]

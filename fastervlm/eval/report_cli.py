@@ -38,14 +38,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 def load_table(args: argparse.Namespace) -> Table:
     """--paper is checked before the folder is read, so a typo fails fast whatever the folder holds."""
     from fastervlm.eval.paper import load_paper
-    from fastervlm.eval.results import read_results
+    from fastervlm.eval.results import missing_cells, read_results
     from fastervlm.eval.table import build_table
 
     paper = load_paper(args.paper) if args.paper is not None else None
     results = read_results(args.results)
     if not results:
         raise ValueError(f"no finished cells in {str(args.results)!r}: no cells/<name>/result.json under it")
-    return build_table(results, paper=paper, model=args.model)
+    return build_table(results, paper=paper, model=args.model, missing=missing_cells(args.results, results))
 
 
 def run_table(args: argparse.Namespace) -> int:

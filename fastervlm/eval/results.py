@@ -2,6 +2,8 @@
 
 Layout under a grid's output folder:
 
+    <out>/grid.json                       the grid's name and every cell's name, written when a run starts,
+                                          so `fastervlm table` can name the cells that have no result
     <out>/cells/<cell name>/result.json   written last, atomically: its presence means the cell finished
     <out>/cells/<cell name>/lmms/         lmms-eval's own outputs (samples, results)
 
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+MANIFEST_FILE = "grid.json"
+ERROR_FILE = "error.txt"
 UNPRUNED = "none"
 
 
@@ -77,15 +81,54 @@ def is_done(out: Path, cell: Cell) -> bool:
     return (cell_dir(out, cell) / RESULT_FILE).is_file()
 
 
+def write_atomic(path: Path, data: dict[str, Any]) -> Path:
+    """Write a temporary file in the same folder, then rename it over the final name: a reader (or a Slurm array
+    task writing the same file) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
 def write_result(out: Path, result: CellResult) -> Path:
-    """Atomic: write a temporary file in the same folder, then rename it over the final name."""
-    folder = cell_dir(out, result.cell)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / RESULT_FILE
-    tmp = folder / f".{RESULT_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True))
-    os.replace(tmp, final)
-    return final
+    return write_atomic(cell_dir(out, result.cell) / RESULT_FILE, result.to_json())
+
+
+def write_manifest(out: Path, grid: str, cells: list[Cell]) -> Path:
+    return write_atomic(Path(out) / MANIFEST_FILE, {"grid": grid, "cells": [cell.name for cell in cells]})
+
+
+@dataclass(frozen=True)
+class MissingCell:
+    name: str
+    error: Path | None  # the traceback of its last failed run, if it failed
+
+    @property
+    def model(self) -> str:
+        return self.name.split("__")[0]  # Cell.name is model__method__budget; model names hold no "__"
+
+    @property
+    def method(self) -> str:
+        return self.name.split("__")[1]
+
+    @property
+    def budget(self) -> str:
+        """ "25 %" for r25, "64 tokens" for t64."""
+        code = self.name.split("__")[2]
+        return f"{code[1:]} tokens" if code.startswith("t") else f"{code[1:]} %"
+
+
+def missing_cells(root: Path, finished: list[CellResult]) -> list[MissingCell]:
+    """Cells the grids under `root` list in their grid.json that have no result.json, in grid order."""
+    done = {r.cell.name for r in finished}
+    missing = []
+    for manifest in sorted(Path(root).rglob(MANIFEST_FILE)):
+        for name in json.loads(manifest.read_text())["cells"]:
+            if name not in done:
+                error = manifest.parent / "cells" / name / ERROR_FILE
+                missing.append(MissingCell(name, error if error.is_file() else None))
+    return missing
 
 
 def read_results(root: Path) -> list[CellResult]:

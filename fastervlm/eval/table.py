@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from fastervlm.eval.benchmarks import BENCHMARKS
 from fastervlm.eval.paper import PaperTable
-from fastervlm.eval.results import UNPRUNED, CellResult
+from fastervlm.eval.results import UNPRUNED, CellResult, MissingCell
 from fastervlm.methods import METHODS
 
 # Average columns: CSV name (the paper CSVs' own) -> title.
@@ -78,8 +78,17 @@ class Table:
         return list(dict.fromkeys(r.model for r in self.rows))
 
 
-def build_table(results: list[CellResult], paper: PaperTable | None = None, model: str | None = None) -> Table:
-    """Rows per model: unpruned first, then by reduction ascending (methods in METHODS order), then token budgets."""
+def build_table(
+    results: list[CellResult],
+    paper: PaperTable | None = None,
+    model: str | None = None,
+    missing: Iterable[MissingCell] = (),
+) -> Table:
+    """Rows per model: unpruned first, then by reduction ascending (methods in METHODS order), then token budgets.
+
+    missing: cells the grids listed that have no result (results.missing_cells); the notes name them, as they
+    name each row's missing benchmarks and, with the paper, the rows and benchmarks only one side has.
+    """
     if not results:
         raise ValueError("no finished cells (cells/<name>/result.json) in the results folder")
     models = sorted({r.cell.model for r in results})
@@ -101,6 +110,7 @@ def build_table(results: list[CellResult], paper: PaperTable | None = None, mode
         rows += model_rows
     if any(r.partial for r in rows):
         notes.insert(0, PARTIAL_NOTE)
+    notes += _missing_notes(rows, benchmarks, [m for m in missing if model is None or m.model == model])
     if paper is not None:
         for row in rows:
             _attach_paper(row, paper)
@@ -109,7 +119,62 @@ def build_table(results: list[CellResult], paper: PaperTable | None = None, mode
             notes.append(RECOMPUTED_NOTE)
         if any(r.tokens is not None for r in rows):
             notes.append("rows with a token budget instead of a ratio have no paper counterpart")
+        notes += _paper_gaps(rows, benchmarks, paper)
     return Table(benchmarks, averages, rows, notes, paper)
+
+
+def _name(method: str) -> str:
+    return "unpruned" if method == UNPRUNED else method
+
+
+def _label(method: str, reduction_pct: float | None, tokens: int | None = None) -> str:
+    budget = f"{tokens} tokens" if tokens is not None else f"{reduction_pct or 0:g} %"
+    return f"{_name(method)} {budget}"
+
+
+def _missing_notes(rows: list[Row], benchmarks: list[str], missing: list[MissingCell]) -> list[str]:
+    """Say what is not in the table: grid cells without a result, and benchmarks a row has no score for."""
+    notes = []
+    if missing:
+        failed = [f"{m.model} {_name(m.method)} {m.budget} (see {m.error})" for m in missing if m.error]
+        pending: dict[tuple[str, str], list[str]] = {}
+        for m in missing:
+            if m.error is None:
+                pending.setdefault((m.model, m.method), []).append(m.budget)
+        waiting = [f"{model} {_name(method)} {', '.join(b)}" for (model, method), b in pending.items()]
+        parts = ([f"failed: {'; '.join(failed)}"] if failed else []) + (
+            [f"not run yet: {'; '.join(waiting)}"] if waiting else []
+        )
+        notes.append(f"missing cells ({len(missing)} of the grid's, no result.json): {' | '.join(parts)}")
+    gaps = [
+        f"{row.model} {_label(row.method, row.reduction_pct, row.tokens)}: {', '.join(absent)}"
+        for row in rows
+        if (absent := [k for k in benchmarks if k not in row.scores])
+    ]
+    if gaps:
+        notes.append(f"missing scores: {'; '.join(gaps)}")
+    return notes
+
+
+def _paper_gaps(rows: list[Row], benchmarks: list[str], paper: PaperTable) -> list[str]:
+    """What only one side has: a silent column of dashes would look like a table the paper left blank."""
+    columns = {k for values in paper.rows.values() for k in values if k not in AVERAGES and k != "visual_tokens"}
+    shared = [k for k in benchmarks if k in columns]
+    notes = []
+    if not shared:
+        notes.append(
+            f"{paper.name} reports none of these benchmarks ({', '.join(benchmarks)}): "
+            "the paper never ran this grid, so its side shows only visual tokens and dashes"
+        )
+    elif absent := sorted(columns - set(benchmarks)):
+        notes.append(f"paper benchmarks not run here: {', '.join(absent)}")
+    if unmatched := [_label(r.method, r.reduction_pct) for r in rows if r.tokens is None and not r.paper]:
+        notes.append(f"no paper row for: {', '.join(unmatched)}")
+    ours = {(r.method, 0.0 if r.unpruned else r.reduction_pct) for r in rows if r.tokens is None}
+    rows_in_order = sorted(paper.rows, key=lambda key: (key[1], key[0]))
+    if not_run := [_label(m, pct) for m, pct in rows_in_order if (m, pct) not in ours]:
+        notes.append(f"paper rows not run here: {', '.join(not_run)}")
+    return notes
 
 
 def _attach_paper(row: Row, paper: PaperTable) -> None:

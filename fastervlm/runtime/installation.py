@@ -18,6 +18,7 @@ from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
 from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.generate import check_cache, check_generate, refuse_continuous_batching
+from fastervlm.runtime.instruction import InstructionSource, load_tokenizer
 from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe, ReceivedRowsProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
@@ -45,6 +46,7 @@ class Installation(InstanceBound):
     _encoding = CallLocal()  # the modality being encoded right now
     _kept = CallLocal()  # of the current encode
     _candidates = CallLocal()  # of the current encode, from the adapter
+    _instructions = CallLocal()  # of the current encode, one per view
     _rows = CallLocal()  # projected rows of the current encode, and of how many
     _plan = CallLocal()  # of this context's last pruned prefill
     _step_plans = CallLocal(())  # of the current forward call, in order, for its labels
@@ -61,6 +63,7 @@ class Installation(InstanceBound):
         self.undos: list[Callable[[], None]] = []
         self.probes: dict[str, ClsRowProbe | ReceivedProbe | ReceivedRowsProbe] = {}
         self.llm: LlmPruner | None = None  # for methods that prune inside the language model
+        self.instruction: InstructionSource | None = None  # for methods that read the instruction before the LLM
         # Each pruned prefill's KV cache -> the plans its decode steps need (the sequence's, then each in-LLM
         # stage's). Keyed by the cache, so generations can interleave on one model; weak, so they go with it.
         self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, list[Compaction]]] = weakref.WeakKeyDictionary()
@@ -88,6 +91,10 @@ class Installation(InstanceBound):
             )
         adapter.check(model, self.needs, score_layer)
         self.undos += adapter.install(model)
+        if "instruction" in self.needs:  # the method's config names the LLM tokenizer; None: the model's own
+            tokenizer = load_tokenizer(getattr(config, "tokenizer", None) or model.name_or_path)
+            self.instruction = InstructionSource(tokenizer, [m.token_id for m in self.modalities])
+            self.undos += self.instruction.install(model)
         self.undos += trim_tower(model, adapter, score_layer)
         base = adapter.base(model)
         if self.method.stage == "llm":
@@ -167,6 +174,9 @@ class Installation(InstanceBound):
         probe = self.probes.get(modality)
         named = named_arguments(original, args, kwargs)
         self._candidates = self.adapter.candidates(self.model, modality, named)
+        if self.instruction is not None:
+            token = next(m.token_id for m in self.modalities if m.name == modality)
+            self._instructions = self.instruction.for_views(self.adapter.items(self.model, modality, named), token)
         self._encoding, self._kept = modality, None
         if probe is not None:
             probe.arm()
@@ -243,7 +253,7 @@ class Installation(InstanceBound):
                 f"patch scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
         # module.forward, not module(...): calling the projector would run this hook again.
-        needs, patches = self.needs, self.adapter.patch_features
+        needs, patches = self.needs, self._patch_rows
         signals = ViewSignals(
             num_patches=self.num_patches,
             num_views=features.shape[0],
@@ -255,6 +265,7 @@ class Installation(InstanceBound):
             keys=probe.keys if probe is not None else None,
             cls_features=probe.cls_features if probe is not None else None,
             candidates=self._candidates,
+            instructions=self._instructions,
         )
         selected = self.method.select(self.config, signals)
         if isinstance(selected, Merged):
@@ -268,6 +279,15 @@ class Installation(InstanceBound):
         if self._rows is None:
             return None
         return (features.gather(1, rows.unsqueeze(-1).expand(-1, -1, features.shape[-1])), *args[1:])
+
+    def _patch_rows(self, modality: str, rows: torch.Tensor) -> torch.Tensor:
+        """The patch rows of projector-input or -output features; a row too many would shift every index by one."""
+        rows = self.adapter.patch_features(modality, rows)
+        if rows.shape[1] != self.num_patches:
+            raise RuntimeError(
+                f"{modality} features hold {rows.shape[1]} patch rows per view, the model {self.num_patches} patches"
+            )
+        return rows
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""

@@ -10,11 +10,13 @@ from fastervlm.report import Report
 
 @dataclass(frozen=True)
 class Agreement:
-    """Per-sample IoU of the kept (view, patch) sets of method_a and method_b, in sample order."""
+    """Per-sample IoU of the kept (view, patch) sets of method_a and method_b, in sample order; names: what
+    each sample is (an image file name, say), when the caller knows it."""
 
     method_a: str
     method_b: str
     iou: list[float]
+    names: list[str] | None = None
 
     @property
     def mean(self) -> float:
@@ -32,6 +34,11 @@ class Agreement:
             "mean_iou": self.mean,
             "median_iou": self.median,
             "iou": self.iou,
+            **(
+                {"per_sample": [{"image": n, "iou": v} for n, v in zip(self.names, self.iou, strict=True)]}
+                if self.names is not None
+                else {}
+            ),
         }
 
 
@@ -47,8 +54,12 @@ def kept_sets(reports: list[Report], name: str) -> list[set[tuple[int, int]]]:
     return sets
 
 
-def agreement(reports_a: Report | list[Report], reports_b: Report | list[Report]) -> Agreement:
+def agreement(
+    reports_a: Report | list[Report], reports_b: Report | list[Report], names: list[str] | None = None
+) -> Agreement:
     """IoU |A & B| / |A | B| per sample of two methods run on the same samples (reports batch by batch).
+
+    names: one per sample, in order (refused if the count differs), for the JSON's per-sample entries.
 
     Two empty kept sets agree fully (1.0). Samples must line up: a different count is refused, since
     pairing sample i with sample j would report agreement that was never measured.
@@ -60,6 +71,8 @@ def agreement(reports_a: Report | list[Report], reports_b: Report | list[Report]
         raise ValueError(
             f"reports_a and reports_b must cover the same samples (at least one), got {len(sets_a)} and {len(sets_b)}"
         )
+    if names is not None and len(names) != len(sets_a):
+        raise ValueError(f"names must give one name per sample ({len(sets_a)}), got {len(names)}")
     iou = [len(a & b) / len(a | b) if a | b else 1.0 for a, b in zip(sets_a, sets_b, strict=True)]
-    names = [{r.method for r in reports} for reports in (reports_a, reports_b)]
-    return Agreement("+".join(sorted(names[0])), "+".join(sorted(names[1])), iou)
+    methods = [{r.method for r in reports} for reports in (reports_a, reports_b)]
+    return Agreement("+".join(sorted(methods[0])), "+".join(sorted(methods[1])), iou, names)

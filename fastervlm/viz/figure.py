@@ -28,10 +28,12 @@ def kept_figure(
     heat: np.ndarray,
     rows: dict[str, list[tuple[str, Image.Image]]],
     heat_title: str = HEAT_TITLE,
+    heat_label: str = HEAT_LABEL,
 ) -> Figure:
     """picture: what the model saw; heat: (grid rows, grid cols) attention spread over the whole picture;
     rows: one row of (title, picture with dropped patches dimmed) per method (or method x budget), one panel each.
-    heat_title names what the heatmap covers where that is less than everything drawn (LLaVA-NeXT's base view).
+    heat_title names what the heatmap covers where that is less than everything drawn (LLaVA-NeXT's base view);
+    heat_label the colour bar's units (towers without [CLS] show the received-attention score).
     Panels share one size, tall enough for the tallest picture (a LLaVA-NeXT crop canvas can be 1 x 3).
 
     The heatmap is drawn on the dimmed picture with a colour bar in the attention's own units, so a reader sees
@@ -71,7 +73,7 @@ def kept_figure(
     shown = heat_axes.imshow(heat, cmap="inferno", alpha=0.75, extent=(0, width, height, 0), interpolation="nearest")
     heat_axes.set_title(heat_title, fontsize=9)
     bar = figure.colorbar(shown, cax=heat_axes.inset_axes((1.03, 0.0, 0.05, 1.0)))
-    bar.set_label(HEAT_LABEL, fontsize=8)
+    bar.set_label(heat_label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     for r, panels in enumerate(rows.values(), start=1):
         for c, (title, drawn) in enumerate(panels):

@@ -9,13 +9,35 @@ from PIL import Image
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PROMPTS_FILE = "prompts.txt"  # optional: one prompt per line, for the images in sorted file-name order
 PROMPT_COLUMNS = ("prompt", "question", "text")  # a dataset's prompt column, the first of these it has
+NAME_COLUMNS = ("image_id", "question_id", "id")  # a dataset's row name, the first of these it has
+
+
+def is_dataset(data: str | Path) -> bool:
+    return (Path(data) / "dataset_info.json").is_file() or (Path(data) / "state.json").is_file()
 
 
 def samples(data: str | Path, n: int, default_prompt: str) -> list[tuple[Image.Image, str]]:
     """A folder written by `datasets.Dataset.save_to_disk` is read as a dataset; any other folder as images."""
-    if (Path(data) / "dataset_info.json").is_file() or (Path(data) / "state.json").is_file():
+    if is_dataset(data):
         return dataset_samples(data, n, default_prompt)
     return folder_samples(data, n, default_prompt)
+
+
+def sample_names(data: str | Path, n: int) -> list[str]:
+    """Names of the first n samples, in the order samples() gives them, so per-sample results can say which
+    image each number belongs to: the file name, or a dataset's id column (else "row <i>")."""
+    if not is_dataset(data):
+        return [path.name for path in image_paths(Path(data))[:n]]
+    import datasets
+
+    table = datasets.load_from_disk(str(data))
+    column = next((c for c in NAME_COLUMNS if c in table.column_names), None)
+    count = min(n, len(table))
+    return [str(v) for v in table.select(range(count))[column]] if column else [f"row {i}" for i in range(count)]
+
+
+def image_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def dataset_samples(path: str | Path, n: int, default_prompt: str) -> list[tuple[Image.Image, str]]:
@@ -47,7 +69,7 @@ def folder_samples(folder: str | Path, n: int, default_prompt: str) -> list[tupl
         raise FileNotFoundError(f"--data {str(folder)!r} is not a directory of images")
     if n < 1:
         raise ValueError(f"n must be >= 1 (samples to analyse), got {n!r}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_paths(folder)
     if not paths:
         raise ValueError(f"--data {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     prompts = [default_prompt] * len(paths)

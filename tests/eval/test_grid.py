@@ -48,7 +48,9 @@ def wandb_runs(out: Path) -> dict[str, dict]:
     return runs
 
 
-def test_grid_resumes_reruns_a_crashed_cell_and_logs_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grid_resumes_reruns_a_crashed_cell_and_logs_to_wandb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     config = grid.parse_config(CONFIG)
     names = [cell.name for cell in config.cells()]
     assert names == ["tiny__none__r0", "tiny__fastervlm__r90"]
@@ -66,6 +68,19 @@ def test_grid_resumes_reruns_a_crashed_cell_and_logs_to_wandb(tmp_path: Path, mo
     assert "simulated crash" in (crashed / "error.txt").read_text()
     assert not (crashed / "result.json").exists()
     assert [r.cell.name for r in read_results(tmp_path)] == ["tiny__none__r0"]
+    # One bar on stderr, the grid's: none of datasets', transformers', lmms-eval's or the model's own.
+    err = capfd.readouterr().err
+    assert "mini: cells" in err and "cell tiny__fastervlm__r90" in err
+    bars = (
+        "Generating",
+        "Creating parquet",
+        "Map:",
+        "Loading weights",
+        "Postprocessing",
+        "fastervlm generate",
+        "it/s]",
+    )
+    assert not [bar for bar in bars if bar in err], err
 
     monkeypatch.setattr(FasterVLMLmms, "set_pruning", real)
     unpruned = tmp_path / "cells" / "tiny__none__r0" / "result.json"
@@ -120,3 +135,15 @@ def test_the_embedded_default_and_the_paper_configs_parse() -> None:
     assert len(default.cells()) == 1 + len(default.methods) * len(default.ratios)
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
         assert grid.load_config(path).cells(), path
+
+
+def test_the_budgets_config_keeps_192_128_64() -> None:
+    """The field's budgets as ratios: each gives exactly its token count, and every method takes it."""
+    from fastervlm.budget import kept_count
+    from fastervlm.methods import resolve_config
+
+    config = grid.load_config(Path(__file__).parents[2] / "configs" / "llava15_7b_budgets.yaml")
+    assert [kept_count(576, r) for r in config.ratios] == [192, 128, 64]
+    for method in config.methods:
+        for ratio in config.ratios:
+            resolve_config(method, {**config.method_options.get(method, {}), "ratio": ratio})

@@ -6,7 +6,7 @@ import pytest
 
 from fastervlm.data import paper_table
 from fastervlm.eval.paper import PAPER_TABLES, load_paper
-from fastervlm.eval.results import Cell, read_results
+from fastervlm.eval.results import Cell, cell_dir, read_results, write_manifest
 from fastervlm.eval.table import BLANK, PARTIAL_NOTE, RECOMPUTED_NOTE, build_table, render
 from tests.eval.synthetic import BASE, put, rows_of, run, scores
 
@@ -170,3 +170,34 @@ def test_duplicate_cells_are_refused(results):
     put(results / "second_grid", Cell("llava", "fastv", ratio=0.5), {"gqa": 1.0})
     with pytest.raises(ValueError, match=r"several results for the same row \(llava fastv 0\.5\)"):
         build_table(read_results(results))
+
+
+def test_missing_cells_and_scores_are_named(results, capsys):
+    """grid.json lists every cell of the grid: the ones without result.json are named, a failed one with its
+    traceback's path; a row's missing benchmark is named too."""
+    failed, never = Cell("llava", "random", ratio=0.25), Cell("llava", "fastv", ratio=0.75)
+    write_manifest(results, "synthetic", [c.cell for c in read_results(results)] + [failed, never])
+    error = cell_dir(results, failed) / "error.txt"
+    error.parent.mkdir(parents=True)
+    error.write_text("Traceback ...")
+    assert run("table", str(results), "--model", "llava") == 0
+    out = capsys.readouterr().out
+    assert (
+        f"missing cells (2 of the grid's, no result.json): failed: llava random 25 % (see {error}) | "
+        "not run yet: llava fastv 75 %\n" in out
+    )
+    assert "missing scores: llava fastervlm 64 tokens: pope\n" in out
+    assert "missing cells" not in render(build_table(read_results(results), model="other"), "md")
+
+
+def test_paper_says_what_only_one_side_has(results, tmp_path):
+    table = build_table(read_results(results), paper=load_paper("llava15_7b"), model="llava")
+    notes = "\n".join(table.notes)
+    assert "paper benchmarks not run here: mmbench, mmbench_cn, mmvet, sqa_img, textvqa, vizwiz, vqav2" in notes
+    assert "no paper row for: random 50 %, alpha 50 %, zeta 50 %, random 90 %, alpha 90 %, zeta 90 %" in notes
+    assert "paper rows not run here: fastervlm 25 %, fastv 25 %, fitprune 25 %, sparsevlm 25 %, fitprune 50 %" in notes
+    put(tmp_path / "tiny", Cell("tiny", "none", ratio=0.0), {"tiny_vqa": 100.0})
+    never_ran = build_table(read_results(tmp_path / "tiny"), paper=load_paper("llava15_7b"))
+    assert "fastervlm_llava15_7b reports none of these benchmarks (tiny_vqa): the paper never ran this grid" in (
+        "\n".join(never_ran.notes)
+    )

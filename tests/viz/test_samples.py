@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from fastervlm.tiny import synthetic_images
-from fastervlm.viz.samples import samples
+from fastervlm.viz.samples import sample_names, samples
 
 
 def test_saved_dataset_gives_its_images_and_prompts(tmp_path):
@@ -20,11 +20,14 @@ def test_saved_dataset_gives_its_images_and_prompts(tmp_path):
     assert [prompt for _, prompt in got] == ["a?", "b?"]
     assert [image.size for image, _ in got] == [image.size for image in images[:2]]
     assert list(got[0][0].getdata())[:5] == list(images[0].convert("RGB").getdata())[:5]
+    assert sample_names(tmp_path / "set", 2) == ["row 0", "row 1"]  # no id column: the row numbers
 
 
 def test_dataset_without_prompts_uses_the_default_and_needs_images(tmp_path):
     datasets.Dataset.from_dict({"image": synthetic_images(1)}).save_to_disk(str(tmp_path / "plain"))
     assert samples(tmp_path / "plain", 5, "default?")[0][1] == "default?"
+    datasets.Dataset.from_dict({"image": synthetic_images(2), "image_id": [7, 9]}).save_to_disk(str(tmp_path / "ids"))
+    assert sample_names(tmp_path / "ids", 5) == ["7", "9"]
     datasets.Dataset.from_dict({"text": ["x"]}).save_to_disk(str(tmp_path / "textonly"))
     with pytest.raises(ValueError, match="needs an 'image' column"):
         samples(tmp_path / "textonly", 1, "default?")
