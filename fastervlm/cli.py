@@ -136,6 +136,7 @@ def run_viz(args: argparse.Namespace) -> int:
     """
     from fastervlm import demo
     from fastervlm.methods import resolve_config
+    from fastervlm.tiny.clip_text import tiny_method_options
     from fastervlm.viz import save_figure
 
     args.arch = demo.resolve_arch(args.model, args.arch)
@@ -145,9 +146,14 @@ def run_viz(args: argparse.Namespace) -> int:
             f"synthetic 8-frame video), got --arch {args.arch} with --image {args.image!r}"
         )
     args.prompt = args.prompt or DEMO_QUESTIONS[demo.ARCHS[args.arch].media]
-    configs = [resolve_config(name, {"ratio": ratio}) for name in args.methods for ratio in args.ratios]
+    tiny = args.model in (None, demo.TINY)
+    configs = [
+        resolve_config(name, {"ratio": ratio, **(tiny_method_options(name) if tiny else {})})
+        for name in args.methods
+        for ratio in args.ratios
+    ]
     device = pick_device(args.device)
-    if args.model in (None, demo.TINY):
+    if tiny:
         print(random_note(args.arch))
     model, processor = demo.load_llava(args.model, arch=args.arch, device=device)
     draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}.get(

@@ -56,3 +56,11 @@ def ragged_batch(processor: LlavaProcessor) -> BatchFeature:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cdpruner_options() -> dict[str, str]:
+    """CDPruner's by-name loads pointed at local stand-ins: a tiny CLIP and the tiny LLM tokenizer."""
+    from fastervlm.tiny.clip_text import tiny_cdpruner_options
+
+    return tiny_cdpruner_options()

@@ -7,6 +7,7 @@ import torch
 
 import fastervlm
 from fastervlm.methods import METHODS, resolve_config
+from fastervlm.tiny.clip_text import tiny_method_options
 
 CASES = [
     ("fastervlm", {"ratio": 0.9}),
@@ -17,8 +18,10 @@ CASES = [
     ("sparsevlm", {"ratio": 0.75}),
     ("vispruner", {"ratio": 0.9}),
     ("divprune", {"tokens": 64}),
+    ("cdpruner", {"tokens": 32, **tiny_method_options("cdpruner")}),
     ("dart", {"ratio": 0.75}),
     ("pyramiddrop", {"ratio": 0.5, "layers": (1, 2, 3)}),
+    ("fitprune", {"schedule": (100, 200, 50, 0)}),
 ]
 TEXT_LAYERS = 4  # FastV prunes from layer 2 on, so the language model needs layers after it
 
@@ -27,6 +30,8 @@ def text_layers_for(method: str, options: dict) -> int:
     """TEXT_LAYERS, or more when an in-LLM method's stages need them (SparseVLM prunes after layer 15)."""
     if METHODS[method].stage != "llm":
         return TEXT_LAYERS
+    if method == "fitprune":  # its fitted schedules are for 32-layer language models; schedule= for any depth
+        return len(options["schedule"]) if "schedule" in options else 32
     stages = resolve_config(method, dict(options)).stages(num_layers=10**6)
     return max(TEXT_LAYERS, stages.layers[-1] + 1)
 
@@ -109,7 +114,7 @@ def test_ratio_zero_is_the_stock_model(make_llava, batch, method):
     with torch.no_grad():
         logits = model(**batch).logits
         tokens = model.generate(**batch, max_new_tokens=4, do_sample=False)
-        fastervlm.prune(model, method=method, ratio=0.0)
+        fastervlm.prune(model, method=method, ratio=0.0, **tiny_method_options(method))
         assert torch.equal(model(**batch).logits, logits)
         assert torch.equal(model.generate(**batch, max_new_tokens=4, do_sample=False), tokens)
     report = fastervlm.last_report(model)
@@ -122,7 +127,10 @@ def test_ratio_zero_is_the_stock_model(make_llava, batch, method):
 TOKENS_64 = {"pyramiddrop": {"tokens": 64, "layers": (1, 8, 16)}}
 
 
-@pytest.mark.parametrize(("method", "options"), [(m, TOKENS_64.get(m, {"tokens": 64})) for m in sorted(METHODS)])
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [(m, {**TOKENS_64.get(m, {"tokens": 64}), **tiny_method_options(m)}) for m in sorted(METHODS)],
+)
 def test_batch_with_a_text_only_sample(llava, processor, method, options):
     """A token budget on a batch that mixes a text-only sample with an image sample: each as if run alone."""
     from fastervlm.tiny import synthetic_images

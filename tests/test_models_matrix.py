@@ -16,11 +16,13 @@ from fastervlm.tiny import (
     tiny_video_llava,
     tiny_video_llava_processor,
 )
+from fastervlm.tiny.clip_text import tiny_method_options
 
 IMAGE = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 VIDEO = "USER: <video>\nWhat happens? ASSISTANT:"
 DEPTH = {"sparsevlm": 17}  # its stages prune after layers 2, 6 and 15; the others need 4 at most
-BUDGET = {"pyramiddrop": {"ratio": 0.5, "layers": (1, 2, 3)}}  # its default stages (8, 16, 24) keep >= 25 %
+# PyramidDrop's default stages (8, 16, 24) keep >= 25 %; FitPrune's fitted schedules are for 32 layers.
+BUDGET = {"pyramiddrop": {"ratio": 0.5, "layers": (1, 2, 3)}, "fitprune": {"schedule": (300, 100, 100, 0)}}
 
 
 def next_inputs(mode: str) -> dict:
@@ -45,6 +47,7 @@ FAMILIES = {
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_prunes_or_refuses_clearly(family, method):
     build, inputs_of, options = FAMILIES[family]
+    options = {**options, **tiny_method_options(method)}
     model = build(text_layers=DEPTH.get(method, 4))
     if METHODS[method].merges and METHODS[method].stage == "vision":
         with pytest.raises(ValueError, match=f"method '{method}' makes new tokens, which .* cannot place"):

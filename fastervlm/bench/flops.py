@@ -22,6 +22,7 @@ from fastervlm.budget import kept_count
 from fastervlm.methods import method_entry
 from fastervlm.models import adapter_for
 from fastervlm.runtime.trim import TowerTrim
+from fastervlm.tiny.clip_text import tiny_method_options
 
 CONVENTIONS = ("counted", "paper")
 FP16_BYTES = 2
@@ -67,10 +68,11 @@ def prune_for(arch: Arch, model: nn.Module, method: str, ratio: float, equal: bo
     equal: an in-LLM method (FastV) keeps as many tokens per sample as the per-view methods keep in all views,
     the paper's comparison (LLaVA-NeXT at 90 %: 5 x 58 = 290, where 10 % of 2880 would be 288).
     """
+    stand_ins = tiny_method_options(method)  # the twin is tiny: what a method loads by name is too
     if method != "none" and equal and method_entry(method).stage == "llm":
-        fastervlm.prune(model, method=method, tokens=equal_budget(arch, ratio), **arch.options)
+        fastervlm.prune(model, method=method, tokens=equal_budget(arch, ratio), **arch.options, **stand_ins)
     elif method != "none":
-        fastervlm.prune(model, method=method, ratio=ratio, **arch.options)
+        fastervlm.prune(model, method=method, ratio=ratio, **arch.options, **stand_ins)
     elif arch.options:
         fastervlm.prune(model, method="fastervlm", ratio=0.0, **arch.options)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fastervlm.cli_args import add_threads
 from fastervlm.eval import videoqa_cli
 
 
@@ -17,6 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersActi
     r.add_argument("config", nargs="?", default="default", help=config_help)
     r.add_argument("--out", type=Path, help="output folder; default: results/<grid name>")
     r.add_argument("--cell", type=int, help="run only this cell (0-based index, as `fastervlm eval cells` lists)")
+    add_threads(r)
     r.set_defaults(func=run_grid)
     c = kinds.add_parser("cells", help="list the grid's cells, one 'INDEX<TAB>NAME' per line")
     c.add_argument("config", nargs="?", default="default", help=config_help)

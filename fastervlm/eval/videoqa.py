@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable  # Python >= 3.11; only an annotation here
 
 # Parquet file per dataset, as named in fvlm_<name>.yaml.
-DATASETS = {"msvd": "msvd_qa", "msrvtt": "msrvtt_qa", "tgif": "tgif_qa"}
+DATASETS = {"msvd": "msvd_qa", "msrvtt": "msrvtt_qa", "tgif": "tgif_qa", "activitynet": "activitynet_qa"}
+# Video-LLaVA's run_inference_video_qa_act.py looks for ActivityNet clips as v_<video_name><suffix> (the dataset's
+# YouTube ids carry a "v_" prefix on disk, not in test_q.json).
+VIDEO_PREFIXES = {"activitynet": "v_"}
 TINY = "tiny_video_qa"
 # Video-LLaVA's run_inference_video_qa.py tries <video_name> + .mp4/.avi/.mov/.mkv (its TGIF folder holds mp4
 # conversions); .webm and .gif cover other copies (original TGIF GIFs). A name that already exists as a file
@@ -49,6 +52,8 @@ def prepare(
 ) -> Path:
     """Write the parquet of `name` from Video-ChatGPT's test_q.json / test_a.json; return its path.
 
+    ActivityNet-QA ships the same two files; its clips are found as v_<video_name> (VIDEO_PREFIXES).
+
     test_q.json is a list of {"video_name", "question_id", "question"}, test_a.json a list of {"answer", "type",
     "question_id"} in the same order (Video-LLaVA pairs them by position; we also check the ids agree).
     `limit` keeps the first questions in file order: the paper evaluates the first 1K of each dataset.
@@ -72,7 +77,7 @@ def prepare(
                 f"{annotations}: question_id {question['question_id']!r} in test_q.json is paired (by position) with "
                 f"{answer['question_id']!r} in test_a.json"
             )
-        video = _find_video(videos, str(question["video_name"]))
+        video = _find_video(videos, VIDEO_PREFIXES.get(name, "") + str(question["video_name"]))
         if video is None:
             missing.append(str(question["video_name"]))
             continue

@@ -12,7 +12,7 @@ DATASETS = Names("fastervlm.eval.videoqa", "DATASETS")  # pyarrow and the tiny v
 def add_parser(eval_commands: argparse._SubParsersAction) -> None:
     p = eval_commands.add_parser(
         "prepare-videoqa",
-        help="convert Video-ChatGPT's MSVD/MSRVTT/TGIF QA annotations into the fvlm_*_qa lmms-eval task data",
+        help="convert Video-ChatGPT-style MSVD/MSRVTT/TGIF/ActivityNet QA annotations into fvlm_*_qa task data",
     )
     p.add_argument("name", choices=DATASETS, metavar="NAME", help="which dataset: %(choices)s")
     p.add_argument("--annotations", required=True, help="folder holding test_q.json and test_a.json")

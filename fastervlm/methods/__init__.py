@@ -7,10 +7,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from fastervlm.methods import (
+    cdpruner,
     dart,
     divprune,
     fastervlm,
     fastv,
+    fitprune,
     pool,
     pyramiddrop,
     random,
@@ -56,8 +58,14 @@ METHODS: dict[str, Method] = {
         vispruner.VisPrunerConfig, vispruner.select, needs=frozenset({"vision_cls_row", "vision_features"})
     ),
     "divprune": Method(divprune.DivPruneConfig, divprune.select, needs=frozenset({"projected_features"})),
+    "cdpruner": Method(
+        cdpruner.CDPrunerConfig,
+        cdpruner.select,
+        needs=frozenset({"projected_features", "vision_features", "instruction"}),
+    ),
     "dart": Method(dart.DartConfig, dart.select, needs=frozenset({"llm_keys", "llm_normed_states"})),
     "pyramiddrop": Method(pyramiddrop.PyramidDropConfig, pyramiddrop.select, needs=frozenset({"llm_query_row"})),
+    "fitprune": Method(fitprune.FitPruneConfig, fitprune.select, needs=frozenset({"llm_query_row"})),
     "random": Method(random.RandomConfig, random.select, needs=frozenset()),
     "pool": Method(pool.PoolConfig, pool.select, needs=frozenset({"vision_features"}), merges=True),
 }

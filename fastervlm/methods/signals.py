@@ -21,6 +21,7 @@ class ViewSignals:
     cls_features ("vision_cls_features"): (views, dim) the [CLS] token's hidden state at the feature layer.
     projected ("projected_features"): (views, N, llm_dim) the projector's output for every patch, i.e. the language
     model's input embeddings of all visual tokens (the projector then runs on every patch, not only the kept ones).
+    instructions ("instruction"): per view, the text of its sample's instruction (after its last visual placeholder).
     candidates: (views, N) bool, the patches the model's layout can carry to the LLM (LLaVA-NeXT's unpadding cuts
     some crop patches); None when all can. A method picks among them first, so a view keeps k that arrive.
     """
@@ -35,6 +36,7 @@ class ViewSignals:
     cls_features: torch.Tensor | None = None
     projected: torch.Tensor | None = None
     candidates: torch.Tensor | None = None
+    instructions: list[str] | None = None
 
     def among_candidates(self, priority: torch.Tensor) -> torch.Tensor:
         """Priorities with the patches the layout would cut pushed below every candidate."""

@@ -189,6 +189,13 @@ class ModelAdapter:
         """
         return kept
 
+    def items(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """(views, placeholder rows) of each image or video one encoder call encodes, in order.
+
+        inputs: the encoder call's arguments by name. Lets the runtime tell which sample each view belongs to.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot tell which sample a view belongs to")
+
     def patch_features(self, modality: str, features: torch.Tensor) -> torch.Tensor:
         """The patch rows of projector-input (or -output) features, (views, N, dim): what methods compare.
 

@@ -82,6 +82,10 @@ class LlavaAdapter(ModelAdapter):
             needed = max(needed, encoder_layer_for_feature(score_layer, len(layers)))
         return list(layers[needed + 1 :])
 
+    def items(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """One view per image, its patches as placeholders."""
+        return [(1, self.patches_per_view(model))] * len(inputs["pixel_values"])
+
     def projector(self, model: nn.Module) -> nn.Module:
         return model.model.multi_modal_projector
 

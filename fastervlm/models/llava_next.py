@@ -32,6 +32,7 @@ from transformers.models.llava_next.modeling_llava_next import get_anyres_image_
 
 from fastervlm.models.base import ImageSelection
 from fastervlm.models.llava import LlavaAdapter
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.wrap import wrap
 
 NEWLINE = -1  # a layout's source index for a newline row
@@ -95,7 +96,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
     mode: str = "stock"
     newline: str | None = None
-    _layouts: list[Layout] | None = field(default=None, init=False, repr=False)  # of the current encode
+    _layouts = CallLocal()  # of the current encode, per call (runtime/call.py): concurrent encodes keep their own
     _stock_pack: Callable[..., Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +160,19 @@ class LlavaNextAdapter(LlavaAdapter):
             mask[layout.source[layout.source != NEWLINE]] = True
             masks.append(mask.view(layout.views, patches))
         return torch.cat(masks).to(inputs["pixel_values"].device)
+
+    def items(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """Per image, its views (base + crops) and its packed rows (paper mode: every patch, no newlines)."""
+        config = model.config
+        vision = config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        sizes = inputs["image_sizes"]
+        counts = [image_size_to_num_patches(size, config.image_grid_pinpoints, vision.image_size) for size in sizes]
+        if self.mode == "paper":
+            return [(views, views * patches) for views in counts]
+        shapes = [torch.empty(views, patches, 0) for views in counts]
+        found = layouts(self._stock_pack, shapes, sizes, config.vision_feature_select_strategy)
+        return [(layout.views, len(layout.source)) for layout in found]
 
     def _check_paper_views(
         self, original: Callable[..., Any], pixel_values: torch.Tensor, image_sizes: Any, *args: Any, **kwargs: Any

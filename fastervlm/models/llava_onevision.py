@@ -69,11 +69,17 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
             raise ValueError(
                 f"vision_feature_layer must be a single int for pruning, got {config.vision_feature_layer!r}"
             )
+        if "instruction" in needs:
+            raise ValueError(
+                f"this method rates patches against the instruction with the CLIP text tower matching the vision "
+                f"tower, and {type(model).__name__}'s is {type(model.model.vision_tower).__name__}; use a method "
+                "that needs no text tower (fastervlm, divprune, random, or an in-LLM one) on this model"
+            )
         if "vision_cls_row" in needs:
             tower = type(model.model.vision_tower).__name__
             raise ValueError(
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower ({tower}) has "
-                "none; use score='received' (this model's default)"
+                "none; use score='received' (this model's default) with a method that offers it (fastervlm)"
             )
         if "vision_received" in needs:
             self.vision_received(model, "image", score_layer)

@@ -53,6 +53,14 @@ class VideoLlavaAdapter(LlavaAdapter):
             return patches
         return torch.cat([patches.new_zeros(patches.shape[0], 1), patches], dim=1)
 
+    def items(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        """Images as in LLaVA; a video's frames are its views, each with its [CLS] row among the placeholders."""
+        if modality == "image":
+            return super().items(model, modality, inputs)
+        videos = inputs["pixel_values_videos"]
+        frames = videos.shape[1]
+        return [(frames, frames * (self.patches_per_view(model) + 1))] * videos.shape[0]
+
     def patch_features(self, modality: str, features: torch.Tensor) -> torch.Tensor:
         """A frame's rows start with its [CLS] row, which no method ranks."""
         return features[:, 1:] if modality == "video" else features

@@ -16,7 +16,9 @@ from fastervlm.methods.signals import LlmStages, Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionReceived
 from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.generate import check_cache, check_generate, refuse_continuous_batching
+from fastervlm.runtime.instruction import InstructionSource, load_tokenizer
 from fastervlm.runtime.llm import LlmPruner
 from fastervlm.runtime.probe import ClsRowProbe, ReceivedProbe, ReceivedRowsProbe
 from fastervlm.runtime.selection import attach_selections, kept_rows, row_mask, selections_of
@@ -39,7 +41,16 @@ def resolve_score(config: MethodConfig, needs: frozenset[str], default: str) -> 
 
 
 class Installation(InstanceBound):
-    """Everything prune() changed on one model, and the state of its most recent pruned prefill."""
+    """Everything prune() changed on one model, and (per call, runtime/call.py) the state of its pruned forwards."""
+
+    _encoding = CallLocal()  # the modality being encoded right now
+    _kept = CallLocal()  # of the current encode
+    _candidates = CallLocal()  # of the current encode, from the adapter
+    _instructions = CallLocal()  # of the current encode, one per view
+    _rows = CallLocal()  # projected rows of the current encode, and of how many
+    _plan = CallLocal()  # of this context's last pruned prefill
+    _step_plans = CallLocal(())  # of the current forward call, in order, for its labels
+    _report = CallLocal()  # of this context's last prefill
 
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> None:
         self.model, self.adapter, self.config = model, adapter, config
@@ -48,19 +59,25 @@ class Installation(InstanceBound):
         self.config, self.needs = resolve_score(config, self.method.needs, adapter.default_score(model))
         self.modalities: list[Modality] = adapter.modalities(model)
         self.num_patches = adapter.patches_per_view(model)
-        self.report: Report | None = None
+        self._latest: Report | None = None  # of the last prefill in any context
         self.undos: list[Callable[[], None]] = []
         self.probes: dict[str, ClsRowProbe | ReceivedProbe | ReceivedRowsProbe] = {}
         self.llm: LlmPruner | None = None  # for methods that prune inside the language model
-        self._encoding: str | None = None  # the modality being encoded right now
-        self._kept: torch.Tensor | None = None
-        self._candidates: torch.Tensor | None = None  # of the current encode, from the adapter
-        self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
-        self._plan: Compaction | None = None  # of the last pruned prefill
+        self.instruction: InstructionSource | None = None  # for methods that read the instruction before the LLM
         # Each pruned prefill's KV cache -> the plans its decode steps need (the sequence's, then each in-LLM
         # stage's). Keyed by the cache, so generations can interleave on one model; weak, so they go with it.
         self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, list[Compaction]]] = weakref.WeakKeyDictionary()
-        self._step_plans: list[Compaction] = []  # of the current forward call, in order, for its labels
+
+    @property
+    def report(self) -> Report | None:
+        """This thread's (context's) last prefill; one that ran none sees the latest of any, so a caller whose
+        generate ran in a worker thread still gets it."""
+        own = self._report
+        return own if own is not None else self._latest
+
+    @report.setter
+    def report(self, value: Report) -> None:
+        self._report = self._latest = value
 
     @classmethod
     def attach(cls, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> Installation:
@@ -74,6 +91,10 @@ class Installation(InstanceBound):
             )
         adapter.check(model, self.needs, score_layer)
         self.undos += adapter.install(model)
+        if "instruction" in self.needs:  # the method's config names the LLM tokenizer; None: the model's own
+            tokenizer = load_tokenizer(getattr(config, "tokenizer", None) or model.name_or_path)
+            self.instruction = InstructionSource(tokenizer, [m.token_id for m in self.modalities])
+            self.undos += self.instruction.install(model)
         self.undos += trim_tower(model, adapter, score_layer)
         base = adapter.base(model)
         if self.method.stage == "llm":
@@ -153,6 +174,9 @@ class Installation(InstanceBound):
         probe = self.probes.get(modality)
         named = named_arguments(original, args, kwargs)
         self._candidates = self.adapter.candidates(self.model, modality, named)
+        if self.instruction is not None:
+            token = next(m.token_id for m in self.modalities if m.name == modality)
+            self._instructions = self.instruction.for_views(self.adapter.items(self.model, modality, named), token)
         self._encoding, self._kept = modality, None
         if probe is not None:
             probe.arm()
@@ -229,7 +253,7 @@ class Installation(InstanceBound):
                 f"patch scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
         # module.forward, not module(...): calling the projector would run this hook again.
-        needs, patches = self.needs, self.adapter.patch_features
+        needs, patches = self.needs, self._patch_rows
         signals = ViewSignals(
             num_patches=self.num_patches,
             num_views=features.shape[0],
@@ -241,6 +265,7 @@ class Installation(InstanceBound):
             keys=probe.keys if probe is not None else None,
             cls_features=probe.cls_features if probe is not None else None,
             candidates=self._candidates,
+            instructions=self._instructions,
         )
         selected = self.method.select(self.config, signals)
         if isinstance(selected, Merged):
@@ -254,6 +279,15 @@ class Installation(InstanceBound):
         if self._rows is None:
             return None
         return (features.gather(1, rows.unsqueeze(-1).expand(-1, -1, features.shape[-1])), *args[1:])
+
+    def _patch_rows(self, modality: str, rows: torch.Tensor) -> torch.Tensor:
+        """The patch rows of projector-input or -output features; a row too many would shift every index by one."""
+        rows = self.adapter.patch_features(modality, rows)
+        if rows.shape[1] != self.num_patches:
+            raise RuntimeError(
+                f"{modality} features hold {rows.shape[1]} patch rows per view, the model {self.num_patches} patches"
+            )
+        return rows
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""

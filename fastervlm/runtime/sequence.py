@@ -49,10 +49,14 @@ class Compaction:
         """Keep the selected columns in order; pad on the side the caller padded (left unless right-padded).
 
         made[b] new tokens go right after column anchor[b] (kept or not), before every later kept column.
-        base: the compaction that produced this sequence, if any (an earlier stage).
+        base: the compaction that produced this sequence, if any (an earlier stage). The padding it added is
+        dropped here without counting as removed tokens, so a later stage's width follows its longest sample
+        rather than carrying every earlier stage's padding along.
         """
         batch, length = keep.shape
         device = keep.device
+        filler = torch.zeros_like(keep) if base is None else ~base.valid.to(device)
+        keep = keep & ~filler
         real = torch.ones_like(keep) if attention_mask is None else attention_mask.bool()
         made = torch.zeros(batch, dtype=torch.long, device=device) if made is None else made.to(device)
         anchor = torch.zeros(batch, dtype=torch.long, device=device) if anchor is None else anchor.to(device)
@@ -75,7 +79,7 @@ class Compaction:
         index = torch.where(is_made, anchor.unsqueeze(1).expand_as(entry), torch.where(valid, entry, 0))
         made_rank = torch.where(is_made, entry - length, -1)
         mask = ((real.gather(1, index) | is_made) & valid).long()
-        dropped = (~keep).long()
+        dropped = (~keep & ~filler).long()
         after_run = made.unsqueeze(1) * (columns > anchor.unsqueeze(1))
         source_shift = after_run - (dropped.cumsum(dim=1) - dropped)
         anchor_shift = source_shift.gather(1, anchor.unsqueeze(1)) - dropped.gather(1, anchor.unsqueeze(1))

@@ -32,6 +32,18 @@ def test_twin_token_plans(llava7b):
     assert token_plan(llava7b, "fastervlm", 0.95).projected == 29
 
 
+def test_staged_in_llm_methods_count_each_layer_at_its_own_length(llava7b):
+    """DART cuts once at layer 2, PyramidDrop before 8 / 16 / 24 (lambda 0.544 at 50 %), FitPrune after every layer
+    its interpolated fitted schedule names (mean 58 per layer at 90 %); the paper convention sums them per layer."""
+    assert token_plan(llava7b, "dart", 0.9).visual == [576, 576] + [60] * (L - 2)
+    pyramid = token_plan(llava7b, "pyramiddrop", 0.5).visual
+    assert pyramid == [576] * 8 + [313] * 8 + [170] * 8 + [92] * 8
+    assert flops(llava7b, "pyramiddrop", 0.5, "paper").llm_t == pytest.approx(paper_formula(pyramid))
+    fit = token_plan(llava7b, "fitprune", 0.9).visual
+    assert fit[0] == 576 and fit == sorted(fit, reverse=True)
+    assert (sum(fit[1:]) + fit[-1]) / L == pytest.approx(58, abs=0.5)  # what remains after each layer, mean
+
+
 def test_paper_convention_is_the_papers_formula_plus_the_tower(llava7b):
     unpruned = flops(llava7b, "none", 0.0, "paper")
     fastv = flops(llava7b, "fastv", 0.95, "paper")

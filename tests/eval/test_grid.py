@@ -135,3 +135,15 @@ def test_the_embedded_default_and_the_paper_configs_parse() -> None:
     assert len(default.cells()) == 1 + len(default.methods) * len(default.ratios)
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
         assert grid.load_config(path).cells(), path
+
+
+def test_the_budgets_config_keeps_192_128_64() -> None:
+    """The field's budgets as ratios: each gives exactly its token count, and every method takes it."""
+    from fastervlm.budget import kept_count
+    from fastervlm.methods import resolve_config
+
+    config = grid.load_config(Path(__file__).parents[2] / "configs" / "llava15_7b_budgets.yaml")
+    assert [kept_count(576, r) for r in config.ratios] == [192, 128, 64]
+    for method in config.methods:
+        for ratio in config.ratios:
+            resolve_config(method, {**config.method_options.get(method, {}), "ratio": ratio})

@@ -18,7 +18,7 @@ from fastervlm.eval.video import load_frames, uniform_indices
 from fastervlm.eval.videoqa import materialize, prepare, write_tiny
 from fastervlm.eval.videoqa_cli import add_parser
 
-TASKS = ("fvlm_msvd_qa", "fvlm_msrvtt_qa", "fvlm_tgif_qa", "fvlm_tiny_video_qa")
+TASKS = ("fvlm_msvd_qa", "fvlm_msrvtt_qa", "fvlm_tgif_qa", "fvlm_activitynet_qa", "fvlm_tiny_video_qa")
 
 
 def solid_frames(n: int) -> list[Image.Image]:
@@ -251,8 +251,8 @@ def test_prepare_errors(annotations, tmp_path):
     (videos / "video2.mp4").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 of 4 videos not found .* e\.g\. video2"):
         prepare("msrvtt", folder, videos, tmp_path / "tasks", limit=None)
-    with pytest.raises(ValueError, match="choose one of: msvd, msrvtt, tgif"):
-        prepare("activitynet", folder, videos, tmp_path / "tasks")
+    with pytest.raises(ValueError, match="choose one of: msvd, msrvtt, tgif, activitynet"):
+        prepare("nextqa", folder, videos, tmp_path / "tasks")
     with pytest.raises(ValueError, match="limit"):
         prepare("msvd", folder, videos, tmp_path / "tasks", limit=0)
     answers = json.loads((folder / "test_a.json").read_text())
@@ -260,6 +260,25 @@ def test_prepare_errors(annotations, tmp_path):
     (folder / "test_a.json").write_text(json.dumps(answers))
     with pytest.raises(ValueError, match=r"question_id 0 .* paired .* 99"):
         prepare("msvd", folder, videos, tmp_path / "tasks")
+
+
+def test_prepare_activitynet_finds_clips_by_their_v_prefix(tmp_path):
+    """ActivityNet-QA's test_q.json names YouTube ids; the clips on disk are v_<id>.mp4/.mkv/... (as the reference's
+    run_inference_video_qa_act.py looks them up)."""
+    folder, videos = tmp_path / "ann", tmp_path / "videos"
+    folder.mkdir()
+    videos.mkdir()
+    ids = ["abc", "def"]
+    questions = [{"video_name": n, "question_id": f"v_{n}_0", "question": "what happens?"} for n in ids]
+    answers = [{"answer": "dancing", "type": 0, "question_id": f"v_{n}_0"} for n in ids]
+    (folder / "test_q.json").write_text(json.dumps(questions))
+    (folder / "test_a.json").write_text(json.dumps(answers))
+    (videos / "v_abc.mp4").write_bytes(b"")
+    (videos / "v_def.mkv").write_bytes(b"")
+    (videos / "abc.mp4").write_bytes(b"")  # a same-named file without the prefix is not the clip
+    rows = pq.read_table(prepare("activitynet", folder, videos, tmp_path / "tasks")).to_pylist()
+    assert [Path(r["video"]).name for r in rows] == ["v_abc.mp4", "v_def.mkv"]
+    assert Path(rows[0]["video"]) == (videos / "v_abc.mp4").resolve()
 
 
 def test_cli_prepare_videoqa(annotations, tmp_path, capsys):
@@ -272,7 +291,7 @@ def test_cli_prepare_videoqa(annotations, tmp_path, capsys):
     assert pq.read_table(tmp_path / "tasks" / "videoqa" / "data" / "msvd_qa.parquet").num_rows == 2
     assert "msvd_qa.parquet" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        parser.parse_args(["prepare-videoqa", "activitynet", "--annotations", "a", "--videos", "v", "--tasks-dir", "t"])
+        parser.parse_args(["prepare-videoqa", "nextqa", "--annotations", "a", "--videos", "v", "--tasks-dir", "t"])
 
 
 def test_materialize_overwrites_code_and_keeps_data(tmp_path):
@@ -294,9 +313,25 @@ def lmms_tasks(tmp_path_factory):
     from lmms_eval.tasks import TaskManager, get_task_dict
 
     dest = materialize(tmp_path_factory.mktemp("tasks"))
-    write_tiny(dest, n=6, frames=8)
+    clips = pq.read_table(write_tiny(dest, n=6, frames=8)).to_pylist()
+    # An ActivityNet-QA stand-in in the dataset's own layout: test_q/test_a.json and v_<id> clips.
+    folder, videos = dest.parent / "activitynet_ann", dest.parent / "activitynet_videos"
+    folder.mkdir()
+    videos.mkdir()
+    questions = [
+        {"video_name": f"id{i}", "question_id": f"v_id{i}_0", "question": r["question"]} for i, r in enumerate(clips)
+    ]
+    (folder / "test_q.json").write_text(json.dumps(questions))
+    (folder / "test_a.json").write_text(
+        json.dumps(
+            [{"answer": r["answer"], "question_id": q["question_id"]} for r, q in zip(clips, questions, strict=True)]
+        )
+    )
+    for i, row in enumerate(clips):
+        (videos / f"v_id{i}.gif").write_bytes(Path(row["video"]).read_bytes())
+    prepare("activitynet", folder, videos, dest, limit=4)
     manager = TaskManager(include_path=str(dest))
-    return manager, get_task_dict(["fvlm_tiny_video_qa"], manager)
+    return manager, get_task_dict(["fvlm_tiny_video_qa", "fvlm_activitynet_qa"], manager)
 
 
 @pytest.mark.slow  # lmms-eval's TaskManager indexes all its tasks (~15 s)
@@ -313,7 +348,7 @@ def test_task_manager_finds_the_tasks_in_the_subfolder(lmms_tasks):
     assert task.doc_to_text(docs[0]).endswith("?\nAnswer the question using a single word or phrase.")
 
 
-def evaluate_with(task_dict, answers: list[str]) -> dict[str, object]:
+def evaluate_with(task_dict, answers: list[str], task: str = "fvlm_tiny_video_qa") -> dict[str, object]:
     """lmms-eval's evaluator over the tiny task, with a model that answers doc i with answers[i]."""
     from lmms_eval.api.model import lmms
     from lmms_eval.evaluator import evaluate
@@ -328,8 +363,9 @@ def evaluate_with(task_dict, answers: list[str]) -> dict[str, object]:
         def generate_until_multi_round(self, requests):
             raise NotImplementedError
 
-    results = evaluate(Scripted(), task_dict, bootstrap_iters=0, log_samples=False, process_docs_parallel=1)
-    return results["results"]["fvlm_tiny_video_qa"]
+    tasks = {task: task_dict[task]}
+    results = evaluate(Scripted(), tasks, bootstrap_iters=0, log_samples=False, process_docs_parallel=1)
+    return results["results"][task]
 
 
 @pytest.mark.slow  # lmms-eval's TaskManager indexes all its tasks (~15 s)
@@ -352,3 +388,15 @@ def test_lmms_eval_reports_accuracy_and_score_in_gpt_mode(lmms_tasks, monkeypatc
     row = evaluate_with(lmms_tasks[1], ["x"] * 6)
     assert row["accuracy,none"] == pytest.approx(50.0)
     assert row["score,none"] == pytest.approx(3.0)
+
+
+@pytest.mark.slow  # lmms-eval's TaskManager indexes all its tasks (~15 s)
+def test_activitynet_runs_through_lmms_eval_on_its_first_questions(lmms_tasks, monkeypatch):
+    """The stand-in kept the first 4 questions (limit=4), its clips load as 8 frames, and lmms-eval scores them."""
+    monkeypatch.delenv("FASTERVLM_VIDEOQA_JUDGE", raising=False)
+    task = lmms_tasks[1]["fvlm_activitynet_qa"]
+    docs = task.test_docs()
+    assert [doc["question_id"] for doc in docs] == [f"v_id{i}_0" for i in range(4)]
+    assert all(len(load_frames(task.doc_to_visual(doc)[0], 8)) == 8 for doc in docs)
+    row = evaluate_with(lmms_tasks[1], ["circle", "yes", "two", "no"], "fvlm_activitynet_qa")
+    assert row["accuracy,none"] == pytest.approx(100 * 3 / 4)

@@ -101,21 +101,6 @@ def test_divprune_matches_reference(make_llava, batch, options):
     assert [v[0].tolist() for v in fastervlm.last_report(model).kept_indices] == [k.tolist() for k in kept]
 
 
-@pytest.mark.parametrize("method", ["vispruner", "divprune"])
-def test_ratio_zero_is_stock(make_llava, batch, method):
-    stock, model = make_llava(), fastervlm.prune(make_llava(), method=method, ratio=0.0)
-    with torch.no_grad():
-        expected = stock.generate(
-            **batch, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-        got = model.generate(
-            **batch, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-    assert torch.equal(got.sequences, expected.sequences)
-    assert all(torch.equal(a, b) for a, b in zip(got.logits, expected.logits, strict=True))
-    assert fastervlm.last_report(model).visual_tokens_out == 2 * 576
-
-
 def test_vispruner_odd_residual_and_options():
     """At ratio 0.9 (k = 58, 29 important) 547 patches remain, an odd count the reference cannot match; here it
     still keeps exactly k distinct patches; a bad important_ratio names itself."""
@@ -130,3 +115,29 @@ def test_vispruner_odd_residual_and_options():
         assert set(view.topk(29).indices.tolist()) <= set(k.tolist())
     with pytest.raises(ValueError, match="important_ratio"):
         VisPrunerConfig(important_ratio=1.5)
+
+
+def test_patches_the_layout_cuts_come_last():
+    """LLaVA-NeXT's unpadding cuts some crop patches: each method picks among the others first, and only a view
+    with fewer usable patches than k takes cut ones (which never reach the LLM)."""
+    from fastervlm.methods import divprune, vispruner
+    from fastervlm.methods.signals import ViewSignals
+
+    torch.manual_seed(0)
+    usable = torch.ones(2, 576, dtype=torch.bool)
+    usable[0, 100:] = False  # 100 usable: k = 58 fits
+    usable[1, 40:] = False  # 40 usable: all of them, then 18 cut ones
+    views = ViewSignals(
+        num_patches=576,
+        num_views=2,
+        cls_attention=torch.rand(2, 576),
+        features=torch.randn(2, 576, 8),
+        projected=torch.randn(2, 576, 8),
+        candidates=usable,
+    )
+    for method in (vispruner, divprune):
+        config = method.VisPrunerConfig(ratio=0.9) if method is vispruner else method.DivPruneConfig(ratio=0.9)
+        kept = method.select(config, views)
+        assert kept.shape == (2, 58) and all(len(k.unique()) == 58 for k in kept)
+        assert usable[0, kept[0]].all()
+        assert int(usable[1, kept[1]].sum()) == 40

@@ -202,7 +202,7 @@ def test_refusals_name_the_choice():
         fastervlm.prune(model, "fastervlm", ratio=0.5, score="cls")
     with pytest.raises(ValueError, match="makes new tokens"):
         fastervlm.prune(model, "pool", ratio=0.5)
-    for method in ("vispruner", "divprune"):
+    for method in ("vispruner", "divprune", "cdpruner"):
         with pytest.raises(ValueError, match=r"needs .*_features, which Qwen2VLForConditionalGeneration does not"):
             fastervlm.prune(model, method, ratio=0.5)
     with pytest.raises(ValueError, match="score must be one of"):

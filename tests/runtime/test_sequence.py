@@ -73,6 +73,18 @@ def test_stages_count_removals_from_the_callers_prefill():
     assert second.decode_mask(torch.ones(1, 6, dtype=torch.long), new_tokens=1).tolist() == [[1, 1, 1, 1]]
 
 
+def test_a_later_stage_drops_the_padding_an_earlier_one_added():
+    """Stage 1 cuts sample 0 short (left padding added), stage 2 cuts sample 1: the width follows the longest
+    sample, not every stage's padding, and the added padding counts as no removed token."""
+    first = Compaction.build(torch.tensor([[1, 0, 0, 1, 1], [1, 1, 1, 1, 1]]).bool(), None)
+    assert first.mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    second = Compaction.build(torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 1, 1]]).bool(), first.mask, base=first)
+    assert second.mask.tolist() == [[1, 1, 1], [1, 1, 1]] and second.removed.tolist() == [2, 2]
+    positions = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+    assert second.positions(positions).tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert second.gather(first.gather(torch.arange(10).view(2, 5), fill=-1), fill=-1).tolist() == [[0, 3, 4], [5, 8, 9]]
+
+
 def test_identity():
     plan = Compaction.build(torch.ones(2, 3, dtype=torch.bool), None)
     assert plan.identity and plan.gather(torch.arange(6).view(2, 3), fill=-1).tolist() == [[0, 1, 2], [3, 4, 5]]
