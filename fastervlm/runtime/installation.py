@@ -239,7 +239,7 @@ class Installation(InstanceBound):
                 f"patch scores {tuple(scores.shape)} do not match projector input {tuple(features.shape)}"
             )
         # module.forward, not module(...): calling the projector would run this hook again.
-        needs, patches = self.needs, self.adapter.patch_features
+        needs, patches = self.needs, self._patch_rows
         signals = ViewSignals(
             num_patches=self.num_patches,
             num_views=features.shape[0],
@@ -265,6 +265,15 @@ class Installation(InstanceBound):
         if self._rows is None:
             return None
         return (features.gather(1, rows.unsqueeze(-1).expand(-1, -1, features.shape[-1])), *args[1:])
+
+    def _patch_rows(self, modality: str, rows: torch.Tensor) -> torch.Tensor:
+        """The patch rows of projector-input or -output features; a row too many would shift every index by one."""
+        rows = self.adapter.patch_features(modality, rows)
+        if rows.shape[1] != self.num_patches:
+            raise RuntimeError(
+                f"{modality} features hold {rows.shape[1]} patch rows per view, the model {self.num_patches} patches"
+            )
+        return rows
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""

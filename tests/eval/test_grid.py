@@ -146,4 +146,4 @@ def test_the_budgets_config_keeps_192_128_64() -> None:
     assert [kept_count(576, r) for r in config.ratios] == [192, 128, 64]
     for method in config.methods:
         for ratio in config.ratios:
-            resolve_config(method, {"ratio": ratio})
+            resolve_config(method, {**config.method_options.get(method, {}), "ratio": ratio})

@@ -104,3 +104,25 @@ def test_views_find_their_samples():
     assert view_owners([(5, 2000), (3, 1500)], [0, 2000, 1500]) == [1] * 5 + [2] * 3
     with pytest.raises(ValueError, match="do not fit"):
         view_owners([(1, 576)], [100])
+
+
+def test_patches_the_layout_cuts_come_last(cdpruner_options):
+    """As for every method before the LLM: usable patches first; a view with fewer than k takes cut ones last."""
+    from fastervlm.methods.cdpruner import CDPrunerConfig, select
+    from fastervlm.methods.signals import ViewSignals
+
+    torch.manual_seed(0)
+    usable = torch.ones(2, 576, dtype=torch.bool)
+    usable[0, 100:] = False
+    usable[1, 10:] = False
+    views = ViewSignals(
+        num_patches=576,
+        num_views=2,
+        features=torch.randn(2, 576, 32),
+        projected=torch.randn(2, 576, 64),
+        candidates=usable,
+        instructions=["What is it?"] * 2,
+    )
+    kept = select(CDPrunerConfig(ratio=None, tokens=16, **cdpruner_options), views)
+    assert kept.shape == (2, 16) and all(len(k.unique()) == 16 for k in kept)
+    assert usable[0, kept[0]].all() and int(usable[1, kept[1]].sum()) == 10

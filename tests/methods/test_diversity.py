@@ -115,3 +115,29 @@ def test_vispruner_odd_residual_and_options():
         assert set(view.topk(29).indices.tolist()) <= set(k.tolist())
     with pytest.raises(ValueError, match="important_ratio"):
         VisPrunerConfig(important_ratio=1.5)
+
+
+def test_patches_the_layout_cuts_come_last():
+    """LLaVA-NeXT's unpadding cuts some crop patches: each method picks among the others first, and only a view
+    with fewer usable patches than k takes cut ones (which never reach the LLM)."""
+    from fastervlm.methods import divprune, vispruner
+    from fastervlm.methods.signals import ViewSignals
+
+    torch.manual_seed(0)
+    usable = torch.ones(2, 576, dtype=torch.bool)
+    usable[0, 100:] = False  # 100 usable: k = 58 fits
+    usable[1, 40:] = False  # 40 usable: all of them, then 18 cut ones
+    views = ViewSignals(
+        num_patches=576,
+        num_views=2,
+        cls_attention=torch.rand(2, 576),
+        features=torch.randn(2, 576, 8),
+        projected=torch.randn(2, 576, 8),
+        candidates=usable,
+    )
+    for method in (vispruner, divprune):
+        config = method.VisPrunerConfig(ratio=0.9) if method is vispruner else method.DivPruneConfig(ratio=0.9)
+        kept = method.select(config, views)
+        assert kept.shape == (2, 58) and all(len(k.unique()) == 58 for k in kept)
+        assert usable[0, kept[0]].all()
+        assert int(usable[1, kept[1]].sum()) == 40
