@@ -127,7 +127,7 @@ def test_errors_name_the_argument(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="takes no ratio"):
         FasterVLMLmms(pretrained=str(checkpoint), method="none", ratio=0.5)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="'bert' model; fastervlm supports: llava, llava_next, .*video_llava"):
+    with pytest.raises(ValueError, match=r"'bert' model; fastervlm supports: llava, llava_next, .*video_llava"):
         model_class_for(str(tmp_path))
 
 
