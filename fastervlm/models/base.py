@@ -110,6 +110,12 @@ class ModelAdapter:
         """Family-specific changes a mode needs (returned as undos); most families need none."""
         return []
 
+    @classmethod
+    def input_processor(cls, processor: Any, **options: Any) -> Any:
+        """The processor whose inputs the family's `options` need (the lmms-eval model builds its batches with it):
+        the stock one, unless an option changes the placeholder layout (LLaVA-NeXT's mode="paper")."""
+        return processor
+
     def base(self, model: nn.Module) -> nn.Module:
         """The module whose forward merges image features into the token sequence."""
         raise NotImplementedError

@@ -65,7 +65,8 @@ class Qwen2VLAdapter(ModelAdapter):
         if "vision_cls_row" in needs:
             raise ValueError(
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower "
-                f"({type(self.tower(model)).__name__}) has none; use score='received' (this model's default)"
+                f"({type(self.tower(model)).__name__}) has none; use score='received' (this model's default) with a "
+                "method that offers it (fastervlm)"
             )
         if "vision_received" in needs:
             self.vision_received(model, "image", score_layer)
