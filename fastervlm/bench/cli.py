@@ -149,6 +149,11 @@ def run_latency(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     cells = budget_cells(args)
     target = arch(args.arch)
+    if args.scoring and target.score != "cls":
+        raise ValueError(
+            f"--scoring times the [CLS] row against eager maps; {args.arch} has no [CLS] token (fastervlm scores it "
+            "by received attention): leave --scoring out"
+        )
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
     with clock(args.clock):
         rows = latency(

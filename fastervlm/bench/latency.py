@@ -213,11 +213,17 @@ def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], Non
     """Prefill now (untimed); return the decode loop to time: one cached token per step, greedy."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
 
+    # An unpadded batch steps without a mask, as the model then counts positions from the cache: transformers
+    # 5.23's M-RoPE models (Qwen-VL) cannot number a cached step from a 2-D mask.
+    padded = not bool(inputs["attention_mask"].all())
+
     def run() -> None:
         token, cache, mask = out.logits[:, -1:].argmax(-1), out.past_key_values, inputs["attention_mask"]
         for _ in range(steps):
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            step = model(input_ids=token, attention_mask=mask, past_key_values=cache, logits_to_keep=1)
+            step = model(
+                input_ids=token, attention_mask=mask if padded else None, past_key_values=cache, logits_to_keep=1
+            )
             token = step.logits[:, -1:].argmax(-1)
 
     return run

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from fastervlm.cli_args import Names, add_threads
 
-# Single-view architectures only; torch and the architectures load when a command runs (see fastervlm.cli_args).
-SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1)
+# Single-view [CLS]-scored architectures only; torch and the architectures load when a command runs (see
+# fastervlm.cli_args).
+SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1 and arch.score == "cls")
 
 CLOCKS = ("cpu", "wall")  # fastervlm.bench.latency.CLOCKS, named here so that --help needs no torch
 CLOCK_HELP = "wall: elapsed time; cpu: this process's CPU time (steadier on a shared CPU machine; CPU only)"

@@ -79,7 +79,7 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
             tower = type(model.model.vision_tower).__name__
             raise ValueError(
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower ({tower}) has "
-                "none; use score='received' (this model's default)"
+                "none; use score='received' (this model's default) with a method that offers it (fastervlm)"
             )
         if "vision_received" in needs:
             self.vision_received(model, "image", score_layer)

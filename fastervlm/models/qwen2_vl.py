@@ -65,7 +65,8 @@ class Qwen2VLAdapter(ModelAdapter):
         if "vision_cls_row" in needs:
             raise ValueError(
                 f"score='cls' needs a vision [CLS] token, and {type(model).__name__}'s vision tower "
-                f"({type(self.tower(model)).__name__}) has none; use score='received' (this model's default)"
+                f"({type(self.tower(model)).__name__}) has none; use score='received' (this model's default) with a "
+                "method that offers it (fastervlm)"
             )
         if "vision_received" in needs:
             self.vision_received(model, "image", score_layer)
@@ -118,6 +119,13 @@ class Qwen2VLAdapter(ModelAdapter):
             inputs["input_ids"], inputs["mm_token_type_ids"], **{n: inputs.get(n) for n in names if n in inputs}
         )
         return positions
+
+    def step_positions(self, model: nn.Module, attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+        """(3, batch, length): the real tokens counted by the mask, plus the stored rope deltas, as
+        compute_3d_position_ids does for the new tokens (and (t, h, w) alike: decoded text is 1-D)."""
+        count = attention_mask.long().cumsum(-1)[:, -length:] - 1
+        deltas = self.base(model).rope_deltas.to(count.device)
+        return (count + deltas).unsqueeze(0).expand(3, -1, -1)
 
     def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:
         self.base(model).rope_deltas = deltas

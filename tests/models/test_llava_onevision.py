@@ -155,6 +155,8 @@ def test_refusals(batch):
         fastervlm.prune(model, "pool", ratio=0.5)
     with pytest.raises(ValueError, match=r"CLIP text tower matching the vision tower, and .* is SiglipVisionModel"):
         fastervlm.prune(model, "cdpruner", ratio=0.5)
+    with pytest.raises(ValueError, match=r"needs a vision \[CLS\] token.*with a method that offers it"):
+        fastervlm.prune(model, "vispruner", ratio=0.5)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['mode'\].*own options: newline"):
         fastervlm.prune(model, "fastervlm", mode="paper")
     fastervlm.prune(model, "fastervlm", ratio=0.5)
