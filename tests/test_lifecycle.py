@@ -11,6 +11,7 @@ import torch
 
 import fastervlm
 from fastervlm.methods import METHODS
+from fastervlm.tiny.clip_text import tiny_method_options
 from tests.test_matrix import text_layers_for
 
 COPY_ERROR = "a pruned model cannot be deep-copied or pickled"
@@ -19,7 +20,8 @@ COPY_ERROR = "a pruned model cannot be deep-copied or pickled"
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_deepcopy_and_pickle_of_a_pruned_model_are_refused(make_llava, method):
     """A deep copy would share the original's wrappers (its weights, its undo): refused, the original untouched."""
-    model = fastervlm.prune(make_llava(text_layers=text_layers_for(method, {})), method=method)
+    options = tiny_method_options(method)
+    model = fastervlm.prune(make_llava(text_layers=text_layers_for(method, options)), method=method, **options)
     with pytest.raises(TypeError, match=COPY_ERROR):
         copy.deepcopy(model)
     with pytest.raises(TypeError, match=COPY_ERROR):

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoProcessor
 import fastervlm
 from fastervlm.eval.results import UNPRUNED
 from fastervlm.eval.video import load_frames
-from fastervlm.models import ADAPTERS
+from fastervlm.models import ADAPTERS, adapter_class, adapter_for
 
 DTYPES = {"auto": "auto", "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -111,6 +111,12 @@ class FasterVLMLmms(lmms):
             raise ValueError(
                 f"pretrained={pretrained!r} has no chat template; the prompts need one (llava-hf checkpoints ship it)"
             )
+        family = adapter_class(self._model)
+        # The family's options (LLaVA-NeXT's mode / newline, Video-LLaVA's mode) hold for every cell, whatever the
+        # method: they decide the layout, and with it the processor that builds the inputs.
+        self.family_options = {k: options.pop(k) for k in list(options) if k in family.options}
+        adapter_for(self._model, **self.family_options)  # checks the values, naming the allowed ones
+        self.processor = family.input_processor(self.processor, **self.family_options)
         self.pretrained = pretrained
         self.batch_size_per_gpu = int(batch_size)
         self.max_frames_num = int(max_frames_num)
@@ -139,17 +145,24 @@ class FasterVLMLmms(lmms):
     def set_pruning(
         self, method: str = UNPRUNED, ratio: float | None = None, tokens: int | None = None, **options: Any
     ) -> None:
-        """Reconfigure in place, so a grid runner loads the weights once for every method and ratio."""
-        if getattr(self, "method", UNPRUNED) != UNPRUNED:
+        """Reconfigure in place, so a grid runner loads the weights once for every method and ratio.
+
+        With family options (LLaVA-NeXT's mode="paper", say) the unpruned cell is the family's layout with every
+        token kept: fastervlm at ratio 0, which removes nothing (the stock model would not take paper inputs).
+        """
+        if getattr(self, "pruned", False):
             fastervlm.unprune(self._model)
-        self.method = UNPRUNED
+        self.method, self.pruned = UNPRUNED, False
         self.tally = TokenTally()
         if method == UNPRUNED:
             if ratio not in (None, 0, 0.0) or tokens is not None or options:
                 raise ValueError(f"method={UNPRUNED!r} is the unpruned model; it takes no ratio, tokens or options")
+            if self.family_options:
+                fastervlm.prune(self._model, method="fastervlm", ratio=0.0, **self.family_options)
+                self.pruned = True
             return
-        fastervlm.prune(self._model, method=method, ratio=ratio, tokens=tokens, **options)
-        self.method = method
+        fastervlm.prune(self._model, method=method, ratio=ratio, tokens=tokens, **options, **self.family_options)
+        self.method, self.pruned = method, True
 
     def _messages(self, context: str, visuals: Sequence[Any]) -> str:
         kinds = ["video" if isinstance(v, list) else "image" for v in visuals]
@@ -189,7 +202,7 @@ class FasterVLMLmms(lmms):
         placeholders = sum(int((inputs["input_ids"] == i).sum()) for i in token_ids if i is not None)
         self.tally.samples += inputs["input_ids"].shape[0]
         self.tally.total += placeholders
-        if self.method == UNPRUNED or placeholders == 0:
+        if not self.pruned or placeholders == 0:
             self.tally.kept += placeholders
             return
         report = fastervlm.last_report(self._model)

@@ -32,6 +32,7 @@ from transformers.models.llava_next.modeling_llava_next import get_anyres_image_
 
 from fastervlm.models.base import ImageSelection
 from fastervlm.models.llava import LlavaAdapter
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.wrap import wrap
 
 NEWLINE = -1  # a layout's source index for a newline row
@@ -95,7 +96,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
     mode: str = "stock"
     newline: str | None = None
-    _layouts: list[Layout] | None = field(default=None, init=False, repr=False)  # of the current encode
+    _layouts = CallLocal()  # of the current encode, per call (runtime/call.py): concurrent encodes keep their own
     _stock_pack: Callable[..., Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +106,11 @@ class LlavaNextAdapter(LlavaAdapter):
             )
         if self.mode == "stock" and self.newline is None:
             self.newline = "all"
+
+    @classmethod
+    def input_processor(cls, processor: Any, **options: Any) -> Any:
+        """Paper mode counts 2880 placeholders per image: its inputs come from paper_processor."""
+        return paper_processor(processor) if options.get("mode") == "paper" else processor
 
     def install(self, model: nn.Module) -> list[Callable[[], None]]:
         """Record each encode's layout (both modes); in paper mode also pin the grid and pack spatially."""

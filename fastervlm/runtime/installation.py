@@ -16,6 +16,7 @@ from fastervlm.methods.signals import LlmStages, Merged, ViewSignals
 from fastervlm.models.base import ImageSelection, Modality, ModelAdapter, VisionReceived
 from fastervlm.report import Report
 from fastervlm.runtime.arguments import fixed_parameters, named_arguments
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.generate import check_cache, check_generate, refuse_continuous_batching
 from fastervlm.runtime.instruction import InstructionSource, load_tokenizer
 from fastervlm.runtime.llm import LlmPruner
@@ -40,7 +41,16 @@ def resolve_score(config: MethodConfig, needs: frozenset[str], default: str) -> 
 
 
 class Installation(InstanceBound):
-    """Everything prune() changed on one model, and the state of its most recent pruned prefill."""
+    """Everything prune() changed on one model, and (per call, runtime/call.py) the state of its pruned forwards."""
+
+    _encoding = CallLocal()  # the modality being encoded right now
+    _kept = CallLocal()  # of the current encode
+    _candidates = CallLocal()  # of the current encode, from the adapter
+    _instructions = CallLocal()  # of the current encode, one per view
+    _rows = CallLocal()  # projected rows of the current encode, and of how many
+    _plan = CallLocal()  # of this context's last pruned prefill
+    _step_plans = CallLocal(())  # of the current forward call, in order, for its labels
+    _report = CallLocal()  # of this context's last prefill
 
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> None:
         self.model, self.adapter, self.config = model, adapter, config
@@ -49,21 +59,25 @@ class Installation(InstanceBound):
         self.config, self.needs = resolve_score(config, self.method.needs, adapter.default_score(model))
         self.modalities: list[Modality] = adapter.modalities(model)
         self.num_patches = adapter.patches_per_view(model)
-        self.report: Report | None = None
+        self._latest: Report | None = None  # of the last prefill in any context
         self.undos: list[Callable[[], None]] = []
         self.probes: dict[str, ClsRowProbe | ReceivedProbe | ReceivedRowsProbe] = {}
         self.llm: LlmPruner | None = None  # for methods that prune inside the language model
-        self._encoding: str | None = None  # the modality being encoded right now
-        self._kept: torch.Tensor | None = None
-        self._candidates: torch.Tensor | None = None  # of the current encode, from the adapter
         self.instruction: InstructionSource | None = None  # for methods that read the instruction before the LLM
-        self._instructions: list[str] | None = None  # of the current encode, one per view
-        self._rows: tuple[torch.Tensor, int] | None = None  # projected rows of the current encode, and of how many
-        self._plan: Compaction | None = None  # of the last pruned prefill
         # Each pruned prefill's KV cache -> the plans its decode steps need (the sequence's, then each in-LLM
         # stage's). Keyed by the cache, so generations can interleave on one model; weak, so they go with it.
         self._plans: weakref.WeakKeyDictionary[Any, tuple[Compaction, list[Compaction]]] = weakref.WeakKeyDictionary()
-        self._step_plans: list[Compaction] = []  # of the current forward call, in order, for its labels
+
+    @property
+    def report(self) -> Report | None:
+        """This thread's (context's) last prefill; one that ran none sees the latest of any, so a caller whose
+        generate ran in a worker thread still gets it."""
+        own = self._report
+        return own if own is not None else self._latest
+
+    @report.setter
+    def report(self, value: Report) -> None:
+        self._report = self._latest = value
 
     @classmethod
     def attach(cls, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> Installation:
@@ -442,6 +456,10 @@ class Installation(InstanceBound):
         inputs["attention_mask"] = plan.decode_mask(mask, new_tokens)
         if inputs.get("position_ids") is not None:
             inputs["position_ids"] = self._step_positions(inputs["position_ids"], plan)
+        elif self.adapter.positions == "original":
+            # transformers 5.23's M-RoPE models number a cached step from the whole 2-D mask (one id per mask
+            # column, not per query): give the step its ids by the same rule, mask count + stored rope deltas.
+            inputs["position_ids"] = self.adapter.step_positions(self.model, inputs["attention_mask"], query.shape[1])
         self._step_plans = []
         return inputs
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.wrap import wrap
 
 
@@ -49,12 +50,14 @@ class InstructionSource:
     """Keeps the prompt of the running generate / forward call; gives each view its sample's instruction.
 
     A sample's instruction is its real text after its last visual placeholder, decoded without special tokens:
-    the question, in LLaVA's prompts, followed by the chat template's answer cue.
+    the question, in LLaVA's prompts, followed by the chat template's answer cue. The prompt is per call
+    (runtime/call.py): concurrent calls each read their own.
     """
+
+    _prompt = CallLocal()  # (input_ids, attention_mask) of the running call
 
     def __init__(self, tokenizer: Any, visual_ids: list[int]) -> None:
         self.tokenizer, self.visual_ids = tokenizer, visual_ids
-        self._prompt: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def install(self, model: nn.Module) -> list[Callable[[], None]]:
         return [wrap(model, "generate", self._keep_prompt), wrap(model, "forward", self._keep_prompt)]

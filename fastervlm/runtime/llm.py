@@ -20,6 +20,7 @@ from torch import nn
 from transformers.masking_utils import create_causal_mask
 
 from fastervlm.methods.signals import LlmMerged, LlmSignals, LlmStages
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.sequence import Compaction
 from fastervlm.runtime.wrap import InstanceBound, wrap
 
@@ -44,7 +45,18 @@ def shortened_positions(plan: Compaction, positions: torch.Tensor, contiguous: b
 
 
 class LlmPruner(InstanceBound):
-    """Hooks on one language model for a method that prunes inside it, at one or more stage layers."""
+    """Hooks on one language model for a method that prunes inside it, at one or more stage layers.
+
+    What a forward computes is per call (runtime/call.py), so concurrent forwards each see their own.
+    """
+
+    phase = CallLocal()  # "prefill" or "decode" while a pruned forward runs
+    visual = CallLocal()  # (batch, L) visual columns of the current stage's sequence
+    origin = CallLocal()  # (batch, L) each column's index in the unpadded prefill, -1 if made
+    plans = CallLocal(())  # one per stage, of the last prefill
+    _input_lengths = CallLocal(())
+    _image_tokens = CallLocal(())
+    _step = CallLocal()
 
     def __init__(
         self,
@@ -61,13 +73,6 @@ class LlmPruner(InstanceBound):
         self.select, self.needs = select, needs
         self.config = language_model.config
         self.apply_rope = inspect.getmodule(type(layers[0].self_attn)).apply_rotary_pos_emb
-        self.phase: str | None = None  # "prefill" or "decode" while a pruned forward runs
-        self.visual: torch.Tensor | None = None  # (batch, L) visual columns of the current stage's sequence
-        self.origin: torch.Tensor | None = None  # (batch, L) each column's index in the unpadded prefill, -1 if made
-        self.plans: list[Compaction] = []  # one per stage, of the last prefill
-        self._input_lengths: list[int] = []
-        self._image_tokens: list[int] = []
-        self._step: dict[str, Any] = {}
         self.handles = [language_model.register_forward_pre_hook(self._on_model, with_kwargs=True)]
         self.undos = [wrap(language_model, name, self._inject) for name in injections]
         if stages.score == "previous" and needs & {"llm_query_row", "llm_keys"}:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fastervlm.models.base import VisionAttention, VisionReceived
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.wrap import InstanceBound
 
 
@@ -27,7 +28,18 @@ def cls_attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, s
     return probs[:, :, 0, 1:].mean(dim=1)
 
 
-class ClsRowProbe(InstanceBound):
+class Probe(InstanceBound):
+    """What a vision probe reads while armed, per call (runtime/call.py): concurrent encodes keep their own."""
+
+    armed = CallLocal(False)
+    scores = CallLocal()  # the signal the probe computes
+    keys = CallLocal()  # (batch, 1 + N, head_dim), heads averaged, if asked for
+    cls_features = CallLocal()  # (batch, dim) the layer's output at [CLS], if asked for
+    _query = CallLocal()
+    _call = CallLocal()  # the scored attention's call keywords
+
+
+class ClsRowProbe(Probe):
     """Reads q_proj / k_proj outputs of one attention module while armed; computes the [CLS] row.
 
     Hooking the projections' outputs costs nothing extra: the model computes them anyway, and the
@@ -38,12 +50,7 @@ class ClsRowProbe(InstanceBound):
 
     def __init__(self, attention: VisionAttention, keys: bool = False, cls_features: bool = False) -> None:
         self.attention = attention
-        self.armed = False
         self.want_keys = keys
-        self.scores: torch.Tensor | None = None
-        self.keys: torch.Tensor | None = None  # (batch, 1 + N, head_dim), heads averaged, if asked for
-        self.cls_features: torch.Tensor | None = None  # (batch, dim) the layer's output at [CLS], if asked for
-        self._query: torch.Tensor | None = None
         self.handles = [
             attention.q_proj.register_forward_hook(self._on_query),
             attention.k_proj.register_forward_hook(self._on_keys),
@@ -104,7 +111,7 @@ def received_attention(
     return out
 
 
-class ReceivedRowsProbe(InstanceBound):
+class ReceivedRowsProbe(Probe):
     """The received attention of towers that run each view as its own batch row (SigLIP in LLaVA-OneVision).
 
     Reads q_proj / k_proj outputs while armed; `scores`: (views, N), each patch's attention received from its own
@@ -115,11 +122,6 @@ class ReceivedRowsProbe(InstanceBound):
 
     def __init__(self, attention: VisionAttention) -> None:
         self.attention = attention
-        self.armed = False
-        self.scores: torch.Tensor | None = None
-        self.keys: torch.Tensor | None = None
-        self.cls_features: torch.Tensor | None = None
-        self._query: torch.Tensor | None = None
         self.handles = [
             attention.q_proj.register_forward_hook(self._on_query),
             attention.k_proj.register_forward_hook(self._on_keys),
@@ -153,7 +155,7 @@ class ReceivedRowsProbe(InstanceBound):
         return [h.remove for h in self.handles]
 
 
-class ReceivedProbe(InstanceBound):
+class ReceivedProbe(Probe):
     """Reads one vision attention's segment bounds and rotary tables, and its fused qkv output, while armed.
 
     `scores`: (seq / group,) received attention per merged token, in the tower's row order. Hooks only read what
@@ -164,9 +166,6 @@ class ReceivedProbe(InstanceBound):
 
     def __init__(self, attention: VisionReceived) -> None:
         self.attention = attention
-        self.armed = False
-        self.scores: torch.Tensor | None = None
-        self._call: dict | None = None
         self.handles = [
             attention.attention.register_forward_pre_hook(self._on_call, with_kwargs=True),
             attention.qkv.register_forward_hook(self._on_qkv),

@@ -16,14 +16,16 @@ from typing import Any
 from torch import nn
 
 from fastervlm.models.base import ModelAdapter
+from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.wrap import InstanceBound, wrap
 
 
 class TowerTrim(InstanceBound):
-    """Skip `layers` (each a vision encoder layer) while one of the wrapped encoders runs."""
+    """Skip `layers` (each a vision encoder layer) while one of the wrapped encoders runs (in this call)."""
+
+    active = CallLocal(False)
 
     def __init__(self, layers: Sequence[nn.Module]) -> None:
-        self.active = False
         self.undos = [wrap(layer, "forward", self._skip) for layer in layers]
 
     def _skip(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -127,7 +127,7 @@ def test_errors_name_the_argument(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="takes no ratio"):
         FasterVLMLmms(pretrained=str(checkpoint), method="none", ratio=0.5)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="'bert' model; fastervlm supports: llava, llava_next, video_llava"):
+    with pytest.raises(ValueError, match=r"'bert' model; fastervlm supports: llava, llava_next, .*video_llava"):
         model_class_for(str(tmp_path))
 
 
@@ -200,3 +200,42 @@ def test_budget_follows_prunes_one_rule(checkpoint: Path) -> None:
     assert config_of(lm.model) == resolve_config("fastervlm", {})
     lm.set_pruning("fastervlm", tokens=58)
     assert config_of(lm.model) == resolve_config("fastervlm", {"tokens": 58})
+
+
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA-NeXT saved with its processor, as a user's local checkpoint."""
+    from fastervlm.tiny import tiny_llava_next, tiny_llava_next_processor
+
+    dest = tmp_path_factory.mktemp("next")
+    tiny_llava_next(text_layers=2).save_pretrained(dest)
+    processor = tiny_llava_next_processor()
+    processor.chat_template = standin.CHAT_TEMPLATE
+    processor.save_pretrained(dest)
+    return dest
+
+
+def test_next_paper_mode_feeds_five_views_of_k_tokens_per_image(next_checkpoint: Path) -> None:
+    """mode=paper through the harness: the paper processor's 2880 placeholders per (non-square) image, base + 4
+    crops of 576, and 5 x k of them into the LLM; the unpruned cell keeps all 2880 in the same layout."""
+    lm = FasterVLMLmms(pretrained=str(next_checkpoint), device="cpu", dtype="float32", mode="paper")
+    docs = [
+        {"image": image.resize((400, 300)), "question": q}
+        for image, q in zip(synthetic_images(2), QUESTIONS[:2], strict=True)
+    ]
+    lm.task_dict = {TASK: {SPLIT: docs}}
+    requests = [
+        Instance("generate_until", (d["question"], {"max_new_tokens": 2}, visual, i, TASK, SPLIT), 0, meta(i))
+        for i, d in enumerate(docs)
+    ]
+    lm.generate_until(requests)
+    assert lm.tally.as_dict() == {"samples": 2, "total_mean": 2880.0, "kept_mean": 2880.0}
+    lm.set_pruning("fastervlm", ratio=0.9)
+    lm.generate_until(requests)
+    report = last_report(lm.model)
+    assert [[len(view) for view in views] for views in report.kept_indices] == [[58] * 5]
+    assert report.visual_tokens_in == 2880 and report.visual_tokens_out == 5 * 58
+    assert lm.tally.as_dict() == {"samples": 2, "total_mean": 2880.0, "kept_mean": 290.0}
+    assert config_of(lm.model).ratio == 0.9
+    with pytest.raises(ValueError, match="mode must be one of 'stock', 'paper'"):
+        FasterVLMLmms(pretrained=str(next_checkpoint), device="cpu", dtype="float32", mode="papers")
