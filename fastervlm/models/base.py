@@ -157,6 +157,10 @@ class ModelAdapter:
         full sequence (generate passes its own, computed by the model before it pre-encodes the images)."""
         raise NotImplementedError
 
+    def step_positions(self, model: nn.Module, attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+        """For positions="original": the ids of a cached step's `length` new tokens, by the model's own rule."""
+        raise NotImplementedError
+
     def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:
         """For positions="original": store the (batch, 1) deltas a stock decode step without position ids adds to
         the attention mask's running count."""
