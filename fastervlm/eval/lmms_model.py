@@ -6,7 +6,9 @@
 Model args: `pretrained` (hub id or local folder), `method` ("none" for the unpruned model, or a fastervlm
 method), `ratio` or `tokens` (as in `fastervlm.prune`: not both; neither gives the method's default), any method
 or model-family option by name (e.g. `layer=2` for fastv, `mode=paper` for LLaVA-NeXT), and the loading knobs
-`device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`, `max_frames_num`. Data parallel runs under
+`device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`, `max_frames_num`, and `image_aspect_ratio`:
+`stock` (default: the processor's own preprocessing, a centre crop for LLaVA-1.5) or `pad` (the reference
+LLaVA evaluation's expand2square: pad to a square with the mean colour first). Data parallel runs under
 `accelerate launch` / `torchrun`; `device_map=auto` splits a model too large for one device.
 
 Failures raise: a generation error, a video that cannot be read, or a pruned run that did not prune stops the
@@ -33,6 +35,8 @@ from fastervlm.eval.results import UNPRUNED
 from fastervlm.eval.video import load_frames
 from fastervlm.models import ADAPTERS, adapter_class, adapter_for
 
+NATIVE_PAD = ("LlavaImageProcessor", "LlavaImageProcessorPil")
+ASPECTS = ("stock", "pad")  # image_aspect_ratio: the processor's own preprocessing, or pad to square first
 DTYPES = {"auto": "auto", "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -77,9 +81,12 @@ class FasterVLMLmms(lmms):
         attn_implementation: str = "sdpa",
         batch_size: int | str = 1,
         max_frames_num: int = 8,
+        image_aspect_ratio: str = "stock",
         **options: Any,
     ) -> None:
         super().__init__()
+        if image_aspect_ratio not in ASPECTS:
+            raise ValueError(f"image_aspect_ratio={image_aspect_ratio!r} is not one of: {', '.join(ASPECTS)}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
         if device_map not in (None, "", "auto"):
@@ -120,6 +127,7 @@ class FasterVLMLmms(lmms):
         self.pretrained = pretrained
         self.batch_size_per_gpu = int(batch_size)
         self.max_frames_num = int(max_frames_num)
+        self.image_aspect_ratio = image_aspect_ratio
         self.tally = TokenTally()
         self.show_progress = True  # the grid runner turns it off: its own bar counts cells
         self.set_pruning(method, ratio=ratio, tokens=tokens, **options)
@@ -176,12 +184,33 @@ class FasterVLMLmms(lmms):
         out = []
         for item in raw:
             if isinstance(item, Image.Image):
-                out.append(item.convert("RGB"))
+                image = item.convert("RGB")
+                out.append(self._pad(image) if self.image_aspect_ratio == "pad" and not self._native_pad else image)
             elif isinstance(item, str):
                 out.append(load_frames(item, self.max_frames_num))
             else:
                 raise TypeError(f"a task gave a visual of type {type(item).__name__}; expected a PIL image or a path")
         return out
+
+    @property
+    def _native_pad(self) -> bool:
+        """LlavaImageProcessor's own do_pad is expand2square (mean colour, centred): used where the processor has it."""
+        return type(self.processor.image_processor).__name__ in NATIVE_PAD
+
+    def _pad(self, image: Image.Image) -> Image.Image:
+        """The reference's expand2square: the image centred on a square of the processor's mean colour.
+
+        For image processors without that option: CLIPImageProcessor (llava-hf's LLaVA-1.5 checkpoints) has no
+        padding, and LLaVA-NeXT's `do_pad` pads crops for batching, not the image to a square.
+        """
+        width, height = image.size
+        if width == height:
+            return image
+        mean = self.processor.image_processor.image_mean
+        side = max(width, height)
+        square = Image.new("RGB", (side, side), tuple(int(255 * m) for m in mean))
+        square.paste(image, ((side - width) // 2, (side - height) // 2))
+        return square
 
     def _inputs(self, prompts: list[str], visuals: list[list[Any]]) -> dict[str, torch.Tensor]:
         flat = [v for per_doc in visuals for v in per_doc]
@@ -192,6 +221,8 @@ class FasterVLMLmms(lmms):
             media["images"] = images
         if videos:
             media["videos"] = videos
+        if images and self.image_aspect_ratio == "pad" and self._native_pad:
+            media["do_pad"] = True
         inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **media)
         return inputs.to(self.device, dtype=self._model.dtype) if media else inputs.to(self.device)
 

@@ -20,7 +20,7 @@ from fastervlm.api import config_of
 from fastervlm.eval import standin, videoqa
 from fastervlm.eval.lmms_model import FasterVLMLmms, model_class_for
 from fastervlm.methods import resolve_config
-from fastervlm.tiny.llava import synthetic_images
+from fastervlm.tiny.llava import synthetic_images, tiny_processor
 
 TASK, SPLIT = "probe", "test"
 QUESTIONS = ["What is shown?", "Which colour is at the top?", "How many shapes?", "Is it bright?"]
@@ -239,3 +239,43 @@ def test_next_paper_mode_feeds_five_views_of_k_tokens_per_image(next_checkpoint:
     assert config_of(lm.model).ratio == 0.9
     with pytest.raises(ValueError, match="mode must be one of 'stock', 'paper'"):
         FasterVLMLmms(pretrained=str(next_checkpoint), device="cpu", dtype="float32", mode="papers")
+
+
+def tower_pixels(lm: FasterVLMLmms, image) -> torch.Tensor:
+    """The pixel_values the vision tower receives when the lmms-eval model answers about `image`."""
+    lm.task_dict = {TASK: {SPLIT: [{"image": image, "question": "What is shown?"}]}}
+    seen: list[torch.Tensor] = []
+
+    def record(_: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append(args[0] if args else kwargs["pixel_values"])
+
+    hook = lm.model.model.vision_tower.register_forward_pre_hook(record, with_kwargs=True)
+    request = Instance("generate_until", ("What?", {"max_new_tokens": 1}, visual, 0, TASK, SPLIT), 0, meta(0))
+    try:
+        lm.generate_until([request])
+    finally:
+        hook.remove()
+    return seen[0].float()
+
+
+def test_pad_reaches_the_tower_as_a_square_with_the_mean_colour(checkpoint: Path) -> None:
+    """image_aspect_ratio=pad: a 400 x 300 image is centred on a 400 x 400 square of the mean colour, then
+    preprocessed, so the tower sees the whole image with mean-colour bands above and below (0 after
+    normalisation); stock centre-crops it. The padding agrees with transformers' own LlavaImageProcessor do_pad."""
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    wide = synthetic_images(1)[0].resize((400, 300))
+    padded = tower_pixels(model(checkpoint, method="fastervlm", ratio=0.5, image_aspect_ratio="pad"), wide)
+    cropped = tower_pixels(model(checkpoint, method="fastervlm", ratio=0.5), wide)
+    band = round(336 * 50 / 400) - 1  # 50 of 400 rows above the image, at 336 px
+    assert padded.shape == cropped.shape == (1, 3, 336, 336)
+    assert padded[..., :band, :].abs().max() < 0.02 and padded[..., -band:, :].abs().max() < 0.02
+    assert cropped[..., :band, :].abs().max() > 0.5  # the crop fills the view with the image
+    processor = tiny_processor()
+    native = LlavaImageProcessorPil(
+        **{k: getattr(processor.image_processor, k) for k in ("size", "crop_size", "image_mean", "image_std")}
+    )
+    reference = native(images=[wide], do_pad=True, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(padded, reference, atol=0.05)
+    with pytest.raises(ValueError, match="image_aspect_ratio='square' is not one of: stock, pad"):
+        FasterVLMLmms(pretrained=str(checkpoint), image_aspect_ratio="square")
