@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fastervlm
 from fastervlm.bench import cli as bench_cli
@@ -66,18 +66,27 @@ def open_images(paths: list[str]) -> list[Image.Image]:
     return [Image.open(path).convert("RGB") for path in paths]
 
 
+def method_config(name: str, budget: dict[str, Any], model: str | None) -> Any:
+    """A method's config for one CLI run; on the embedded tiny model, what the method loads by name (CDPruner's
+    CLIP) points at tiny stand-ins, since nothing is downloaded for it."""
+    from fastervlm import demo
+    from fastervlm.methods import resolve_config
+    from fastervlm.tiny.clip_text import tiny_method_options
+
+    return resolve_config(name, {**budget, **(tiny_method_options(name) if model in (None, demo.TINY) else {})})
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
     from fastervlm import demo
-    from fastervlm.methods import resolve_config
     from fastervlm.terminal import print_table
     from fastervlm.viz import kept_grid_figure
     from fastervlm.viz.kept import bright_patches
 
     args.arch = demo.resolve_arch(args.model, args.arch)
-    configs = [resolve_config(args.method, {"ratio": ratio}) for ratio in args.ratios]
+    configs = [method_config(args.method, {"ratio": ratio}, args.model) for ratio in args.ratios]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
         print(random_note(args.arch))
@@ -106,12 +115,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from fastervlm import demo
-    from fastervlm.methods import resolve_config
 
     budget = (
         {"tokens": args.tokens} if args.tokens is not None else {"ratio": 0.9 if args.ratio is None else args.ratio}
     )
-    config = resolve_config(args.method, budget)
+    config = method_config(args.method, budget, args.model)
     device = pick_device(args.device)
     args.arch = demo.resolve_arch(args.model, args.arch)
     if args.model == demo.TINY:
@@ -135,8 +143,6 @@ def run_viz(args: argparse.Namespace) -> int:
     the padded grid-resolution image); Video-LLaVA one row per method x ratio holding its 8 frames.
     """
     from fastervlm import demo
-    from fastervlm.methods import resolve_config
-    from fastervlm.tiny.clip_text import tiny_method_options
     from fastervlm.viz import save_figure
 
     args.arch = demo.resolve_arch(args.model, args.arch)
@@ -146,14 +152,9 @@ def run_viz(args: argparse.Namespace) -> int:
             f"synthetic 8-frame video), got --arch {args.arch} with --image {args.image!r}"
         )
     args.prompt = args.prompt or DEMO_QUESTIONS[demo.ARCHS[args.arch].media]
-    tiny = args.model in (None, demo.TINY)
-    configs = [
-        resolve_config(name, {"ratio": ratio, **(tiny_method_options(name) if tiny else {})})
-        for name in args.methods
-        for ratio in args.ratios
-    ]
+    configs = [method_config(name, {"ratio": ratio}, args.model) for name in args.methods for ratio in args.ratios]
     device = pick_device(args.device)
-    if tiny:
+    if args.model in (None, demo.TINY):
         print(random_note(args.arch))
     model, processor = demo.load_llava(args.model, arch=args.arch, device=device)
     draw = {"llava-1.5": viz_llava, "llava-next": viz_llava_next, "video-llava": viz_video_llava}.get(
@@ -297,7 +298,6 @@ def run_agreement(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from fastervlm import demo
-    from fastervlm.methods import resolve_config
     from fastervlm.viz import kept_reports
     from fastervlm.viz.agreement import agreement
     from fastervlm.viz.samples import sample_names
@@ -305,7 +305,7 @@ def run_agreement(args: argparse.Namespace) -> int:
 
     if len(args.methods) != 2:
         raise ValueError(f"--methods must name exactly two methods to compare, got {','.join(args.methods)!r}")
-    configs = [resolve_config(name, {"ratio": args.ratio}) for name in args.methods]
+    configs = [method_config(name, {"ratio": args.ratio}, args.model) for name in args.methods]
     device = pick_device(args.device)
     if args.model in (None, demo.TINY):
         print(random_note("llava-1.5"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -23,6 +24,7 @@ from transformers import (
     VideoLlavaForConditionalGeneration,
 )
 
+from fastervlm.bench.families import FAMILY_ARCHS, FamilyArch
 from fastervlm.models.llava_next import paper_processor
 from fastervlm.tiny import (
     synthetic_images,
@@ -145,6 +147,7 @@ class Arch:
     # The paper's setting, passed to every prune(); "none" then runs that layout unpruned (fastervlm at ratio 0).
     options: dict[str, str] = field(default_factory=dict)
     tower: str = "vision_tower"  # the base model's attribute holding the tower the views go through
+    score: str = "cls"  # the patch score fastervlm runs on it (see FasterVLMConfig.score)
 
     @property
     def patches_per_view(self) -> int:
@@ -174,6 +177,15 @@ class Arch:
     def scaled_name(self, scale: float) -> str:
         return self.name if scale == 1.0 else f"{self.name}@{scale:g}"
 
+    def tower_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The vision tower's call for one sample, as fake tensors: every view's pixels."""
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            size = self.vision.image_size
+            return (torch.empty(self.views, 3, size, size),)
+
+    def projector_of(self, base: nn.Module) -> nn.Module | None:
+        return base.multi_modal_projector
+
 
 def scaled(config: CLIPVisionConfig | LlamaConfig, scale: float) -> int:
     """hidden_size x scale, rounded to whole heads of the real head size."""
@@ -184,17 +196,18 @@ def scaled(config: CLIPVisionConfig | LlamaConfig, scale: float) -> int:
 
 
 PAPER = {"mode": "paper"}
-ARCHS: dict[str, Arch] = {
+ARCHS: dict[str, Arch | FamilyArch] = {
     "llava-1.5-7b": Arch("llava-1.5-7b", clip_vit_l(336), vicuna("7b"), 1, llava15, llava15_sample),
     "llava-1.5-13b": Arch("llava-1.5-13b", clip_vit_l(336), vicuna("13b"), 1, llava15, llava15_sample),
     "llava-next-7b": Arch("llava-next-7b", clip_vit_l(336), vicuna("7b"), 5, llava_next, llava_next_sample, PAPER),
     "video-llava-7b": Arch(
         "video-llava-7b", clip_vit_l(224), vicuna("7b"), 8, video_llava, video_llava_sample, PAPER, "video_tower"
     ),
+    **FAMILY_ARCHS,  # Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision: fastervlm.bench.families
 }
 
 
-def arch(name: str) -> Arch:
+def arch(name: str) -> Arch | FamilyArch:
     if name not in ARCHS:
         raise ValueError(f"unknown arch {name!r}; choose one of: {', '.join(ARCHS)}")
     return ARCHS[name]

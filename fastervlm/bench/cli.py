@@ -134,6 +134,11 @@ def run_latency(args: argparse.Namespace) -> int:
     cells = [("none", 0.0)] if "none" in args.methods else []
     cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
     target = arch(args.arch)
+    if args.scoring and target.score != "cls":
+        raise ValueError(
+            f"--scoring times the [CLS] row against eager maps; {args.arch} has no [CLS] token (fastervlm scores it "
+            "by received attention): leave --scoring out"
+        )
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
     rows = latency(
         target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options

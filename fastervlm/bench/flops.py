@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import PretrainedConfig
 
 import fastervlm
 from fastervlm.bench.archs import ARCHS, Arch
@@ -107,7 +108,14 @@ def full_size(name: str, scale: float = 1.0) -> tuple[nn.Module, nn.Module, nn.M
     base, arch = model.model, ARCHS[name]
     modality = "video" if arch.tower == "video_tower" else "image"
     trim = TowerTrim(adapter_for(model, **arch.options).unused_vision_layers(model, modality, None))
-    return getattr(base, arch.tower), base.multi_modal_projector, base.language_model, model.lm_head, trim
+    return getattr(base, arch.tower), arch.projector_of(base), base.language_model, model.lm_head, trim
+
+
+def kv_width(config: PretrainedConfig) -> int:
+    """Keys (and values) per token per layer: grouped-query models (Qwen) cache fewer heads than they query."""
+    heads = config.num_attention_heads
+    head = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return (getattr(config, "num_key_value_heads", None) or heads) * head
 
 
 def counted(run: callable) -> float:
@@ -142,24 +150,24 @@ def flops(
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     plan = token_plan(arch, method, ratio, equal)
     tower, projector, language_model, lm_head, trim = full_size(arch.name, scale)
-    size = arch.vision.image_size
+    pixels = arch.tower_inputs()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        pixels = torch.empty(arch.views, 3, size, size)
         rows = torch.empty(plan.projected, tower.config.hidden_size)
         last = torch.empty(1, language_model.config.hidden_size)
-    vision = counted(lambda: tower(pixels))
+    vision = counted(lambda: tower(*pixels))
     cut = 0.0
     if convention == "paper":  # the paper counts the whole tower
         proj = head = 0.0
         llm = paper_llm_flops(language_model.config, plan.visual)
     else:
-        proj = counted(lambda: projector(rows))
+        # Qwen-VL's merger (its projector) is the tower's last module, counted there, on every patch.
+        proj = counted(lambda: projector(rows)) if projector is not None else 0.0
         llm = llm_flops(language_model, plan.lengths)
         head = counted(lambda: lm_head(last))  # generate's prefill keeps the last position's logits only
-        cut = vision - counted(lambda: trim.around(lambda: tower(pixels)))
+        cut = vision - counted(lambda: trim.around(lambda: tower(*pixels)))
         if method != "none" or arch.options:  # the runtime runs this row: the tower stops at the feature layer
             vision -= cut
-    kv = sum(plan.visual) * 2 * language_model.config.hidden_size * FP16_BYTES / 2**20
+    kv = sum(plan.visual) * 2 * kv_width(language_model.config) * FP16_BYTES / 2**20
     return FlopsRow(
         arch=arch.scaled_name(scale),
         method=method,

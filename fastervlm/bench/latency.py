@@ -16,8 +16,10 @@ from torch import nn
 from tqdm import tqdm
 
 import fastervlm
+from fastervlm.api import ATTR
 from fastervlm.bench.archs import Arch
 from fastervlm.bench.flops import flops, prune_for
+from fastervlm.models import adapter_for
 from fastervlm.runtime.probe import ClsRowProbe
 
 
@@ -105,7 +107,7 @@ def latency(
                     peak[i] = torch.cuda.max_memory_allocated(target) / 2**20 if target.type == "cuda" else None
                     visual[i] = deepest_visual(model, inputs, method)
                 finally:
-                    if hasattr(model, fastervlm.api.ATTR):
+                    if hasattr(model, ATTR):
                         fastervlm.unprune(model)
     ideal = {cell: flops(arch, cell[0], cell[1], "counted", scale).flops_t for cell in cells}
     base_ms = statistics.median(prefill[0])
@@ -139,11 +141,17 @@ def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], Non
     """Prefill now (untimed); return the decode loop to time: one cached token per step, greedy."""
     out = model(**inputs, use_cache=True, logits_to_keep=1)
 
+    # An unpadded batch steps without a mask, as the model then counts positions from the cache: transformers
+    # 5.23's M-RoPE models (Qwen-VL) cannot number a cached step from a 2-D mask.
+    padded = not bool(inputs["attention_mask"].all())
+
     def run() -> None:
         token, cache, mask = out.logits[:, -1:].argmax(-1), out.past_key_values, inputs["attention_mask"]
         for _ in range(steps):
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
-            step = model(input_ids=token, attention_mask=mask, past_key_values=cache, logits_to_keep=1)
+            step = model(
+                input_ids=token, attention_mask=mask if padded else None, past_key_values=cache, logits_to_keep=1
+            )
             token = step.logits[:, -1:].argmax(-1)
 
     return run
@@ -152,9 +160,9 @@ def decode_steps(model: nn.Module, inputs: dict, steps: int) -> Callable[[], Non
 def deepest_visual(model: nn.Module, inputs: dict, method: str) -> int:
     """Visual tokens of the first sample that reach the last layer."""
     total = int(inputs["attention_mask"][0].sum())
-    tokens = torch.tensor([m.token_id for m in fastervlm.models.adapter_for(model).modalities(model)])
+    tokens = torch.tensor([m.token_id for m in adapter_for(model).modalities(model)])
     visual = int(torch.isin(inputs["input_ids"][0], tokens.to(inputs["input_ids"].device)).sum())
-    if not hasattr(model, fastervlm.api.ATTR):
+    if not hasattr(model, ATTR):
         return visual
     report = fastervlm.last_report(model)
     return report.seq_len_per_layer[0][-1] - (total - visual)
@@ -183,7 +191,7 @@ def scoring_cost(
     sample = arch.sample(1)
     pixels = sample.get("pixel_values", sample.get("pixel_values_videos")).to(target, dtype)
     pixels = pixels.flatten(0, pixels.dim() - 4)  # views (crops or frames) as a batch
-    adapter = fastervlm.models.adapter_for(model, **arch.options)
+    adapter = adapter_for(model, **arch.options)
     probe = ClsRowProbe(adapter.vision_attention(model, "video" if arch.tower == "video_tower" else "image", None))
 
     def run(step: Callable[[], object]) -> tuple[float, float | None]:

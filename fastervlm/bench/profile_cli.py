@@ -8,8 +8,9 @@ from pathlib import Path
 
 from fastervlm.cli_args import Names
 
-# Single-view architectures only; torch and the architectures load when a command runs (see fastervlm.cli_args).
-SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1)
+# Single-view [CLS]-scored architectures only; torch and the architectures load when a command runs (see
+# fastervlm.cli_args).
+SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1 and arch.score == "cls")
 
 GROUPS = (
     ("vision tower: embeddings and glue", ("vision: embeddings and glue",)),

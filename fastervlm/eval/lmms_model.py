@@ -6,7 +6,9 @@
 Model args: `pretrained` (hub id or local folder), `method` ("none" for the unpruned model, or a fastervlm
 method), `ratio` or `tokens` (as in `fastervlm.prune`: not both; neither gives the method's default), any method
 or model-family option by name (e.g. `layer=2` for fastv, `mode=paper` for LLaVA-NeXT), and the loading knobs
-`device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`, `max_frames_num`. Data parallel runs under
+`device`, `dtype`, `device_map`, `attn_implementation`, `batch_size`, `max_frames_num`, and `image_aspect_ratio`:
+`stock` (default: the processor's own preprocessing, a centre crop for LLaVA-1.5) or `pad` (the reference
+LLaVA evaluation's expand2square: pad to a square with the mean colour first). Data parallel runs under
 `accelerate launch` / `torchrun`; `device_map=auto` splits a model too large for one device.
 
 Failures raise: a generation error, a video that cannot be read, or a pruned run that did not prune stops the
@@ -31,8 +33,10 @@ from transformers import AutoConfig, AutoProcessor
 import fastervlm
 from fastervlm.eval.results import UNPRUNED
 from fastervlm.eval.video import load_frames
-from fastervlm.models import ADAPTERS
+from fastervlm.models import ADAPTERS, adapter_class, adapter_for
 
+NATIVE_PAD = ("LlavaImageProcessor", "LlavaImageProcessorPil")
+ASPECTS = ("stock", "pad")  # image_aspect_ratio: the processor's own preprocessing, or pad to square first
 DTYPES = {"auto": "auto", "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -77,9 +81,12 @@ class FasterVLMLmms(lmms):
         attn_implementation: str = "sdpa",
         batch_size: int | str = 1,
         max_frames_num: int = 8,
+        image_aspect_ratio: str = "stock",
         **options: Any,
     ) -> None:
         super().__init__()
+        if image_aspect_ratio not in ASPECTS:
+            raise ValueError(f"image_aspect_ratio={image_aspect_ratio!r} is not one of: {', '.join(ASPECTS)}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of: {', '.join(DTYPES)}")
         if device_map not in (None, "", "auto"):
@@ -111,9 +118,16 @@ class FasterVLMLmms(lmms):
             raise ValueError(
                 f"pretrained={pretrained!r} has no chat template; the prompts need one (llava-hf checkpoints ship it)"
             )
+        family = adapter_class(self._model)
+        # The family's options (LLaVA-NeXT's mode / newline, Video-LLaVA's mode) hold for every cell, whatever the
+        # method: they decide the layout, and with it the processor that builds the inputs.
+        self.family_options = {k: options.pop(k) for k in list(options) if k in family.options}
+        adapter_for(self._model, **self.family_options)  # checks the values, naming the allowed ones
+        self.processor = family.input_processor(self.processor, **self.family_options)
         self.pretrained = pretrained
         self.batch_size_per_gpu = int(batch_size)
         self.max_frames_num = int(max_frames_num)
+        self.image_aspect_ratio = image_aspect_ratio
         self.tally = TokenTally()
         self.show_progress = True  # the grid runner turns it off: its own bar counts cells
         self.set_pruning(method, ratio=ratio, tokens=tokens, **options)
@@ -139,17 +153,24 @@ class FasterVLMLmms(lmms):
     def set_pruning(
         self, method: str = UNPRUNED, ratio: float | None = None, tokens: int | None = None, **options: Any
     ) -> None:
-        """Reconfigure in place, so a grid runner loads the weights once for every method and ratio."""
-        if getattr(self, "method", UNPRUNED) != UNPRUNED:
+        """Reconfigure in place, so a grid runner loads the weights once for every method and ratio.
+
+        With family options (LLaVA-NeXT's mode="paper", say) the unpruned cell is the family's layout with every
+        token kept: fastervlm at ratio 0, which removes nothing (the stock model would not take paper inputs).
+        """
+        if getattr(self, "pruned", False):
             fastervlm.unprune(self._model)
-        self.method = UNPRUNED
+        self.method, self.pruned = UNPRUNED, False
         self.tally = TokenTally()
         if method == UNPRUNED:
             if ratio not in (None, 0, 0.0) or tokens is not None or options:
                 raise ValueError(f"method={UNPRUNED!r} is the unpruned model; it takes no ratio, tokens or options")
+            if self.family_options:
+                fastervlm.prune(self._model, method="fastervlm", ratio=0.0, **self.family_options)
+                self.pruned = True
             return
-        fastervlm.prune(self._model, method=method, ratio=ratio, tokens=tokens, **options)
-        self.method = method
+        fastervlm.prune(self._model, method=method, ratio=ratio, tokens=tokens, **options, **self.family_options)
+        self.method, self.pruned = method, True
 
     def _messages(self, context: str, visuals: Sequence[Any]) -> str:
         kinds = ["video" if isinstance(v, list) else "image" for v in visuals]
@@ -163,12 +184,33 @@ class FasterVLMLmms(lmms):
         out = []
         for item in raw:
             if isinstance(item, Image.Image):
-                out.append(item.convert("RGB"))
+                image = item.convert("RGB")
+                out.append(self._pad(image) if self.image_aspect_ratio == "pad" and not self._native_pad else image)
             elif isinstance(item, str):
                 out.append(load_frames(item, self.max_frames_num))
             else:
                 raise TypeError(f"a task gave a visual of type {type(item).__name__}; expected a PIL image or a path")
         return out
+
+    @property
+    def _native_pad(self) -> bool:
+        """LlavaImageProcessor's own do_pad is expand2square (mean colour, centred): used where the processor has it."""
+        return type(self.processor.image_processor).__name__ in NATIVE_PAD
+
+    def _pad(self, image: Image.Image) -> Image.Image:
+        """The reference's expand2square: the image centred on a square of the processor's mean colour.
+
+        For image processors without that option: CLIPImageProcessor (llava-hf's LLaVA-1.5 checkpoints) has no
+        padding, and LLaVA-NeXT's `do_pad` pads crops for batching, not the image to a square.
+        """
+        width, height = image.size
+        if width == height:
+            return image
+        mean = self.processor.image_processor.image_mean
+        side = max(width, height)
+        square = Image.new("RGB", (side, side), tuple(int(255 * m) for m in mean))
+        square.paste(image, ((side - width) // 2, (side - height) // 2))
+        return square
 
     def _inputs(self, prompts: list[str], visuals: list[list[Any]]) -> dict[str, torch.Tensor]:
         flat = [v for per_doc in visuals for v in per_doc]
@@ -179,6 +221,8 @@ class FasterVLMLmms(lmms):
             media["images"] = images
         if videos:
             media["videos"] = videos
+        if images and self.image_aspect_ratio == "pad" and self._native_pad:
+            media["do_pad"] = True
         inputs = self.processor(text=prompts, padding=True, return_tensors="pt", **media)
         return inputs.to(self.device, dtype=self._model.dtype) if media else inputs.to(self.device)
 
@@ -189,7 +233,7 @@ class FasterVLMLmms(lmms):
         placeholders = sum(int((inputs["input_ids"] == i).sum()) for i in token_ids if i is not None)
         self.tally.samples += inputs["input_ids"].shape[0]
         self.tally.total += placeholders
-        if self.method == UNPRUNED or placeholders == 0:
+        if not self.pruned or placeholders == 0:
             self.tally.kept += placeholders
             return
         report = fastervlm.last_report(self._model)

@@ -171,6 +171,8 @@ def _paper_gaps(rows: list[Row], benchmarks: list[str], paper: PaperTable) -> li
     if unmatched := [_label(r.method, r.reduction_pct) for r in rows if r.tokens is None and not r.paper]:
         notes.append(f"no paper row for: {', '.join(unmatched)}")
     ours = {(r.method, 0.0 if r.unpruned else r.reduction_pct) for r in rows if r.tokens is None}
+    if any(r.reduction_pct == 100 for r in rows):
+        ours.add((UNPRUNED, 100.0))
     rows_in_order = sorted(paper.rows, key=lambda key: (key[1], key[0]))
     if not_run := [_label(m, pct) for m, pct in rows_in_order if (m, pct) not in ours]:
         notes.append(f"paper rows not run here: {', '.join(not_run)}")
@@ -180,6 +182,9 @@ def _paper_gaps(rows: list[Row], benchmarks: list[str], paper: PaperTable) -> li
 def _attach_paper(row: Row, paper: PaperTable) -> None:
     """The paper's row for ours; its averages made comparable: published only if over the same benchmarks."""
     row.paper = dict(paper.values(row.method, 0.0 if row.unpruned else row.reduction_pct))
+    if not row.paper and row.reduction_pct == 100:
+        # The paper's 100 % row is the model with no visual token at all, which every method at ratio 1 is.
+        row.paper = dict(paper.values(UNPRUNED, 100.0))
     if not row.paper:
         return
     published = {k for k in row.paper if k not in AVERAGES and k != "visual_tokens"}

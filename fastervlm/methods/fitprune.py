@@ -21,7 +21,8 @@ Budget -> schedule: `ratio` / `tokens` name the mean visual tokens per layer (th
 tokens": those remaining after each layer's removal, over the 32 layers). The two fitted schedules whose means
 bracket it are interpolated linearly in their remaining tokens per layer, so the mean is the budget; a sample with
 n tokens keeps round(remaining x n / 576). `schedule=(c_0, ..., c_{L-1})` sets removal counts per 576 tokens
-directly, for a model of another depth (fit them with the reference's statistical analysis).
+directly, for a model of another depth: fastervlm.calibrate.fit_schedule runs the recipe on the runtime, with
+`alpha` / `attention_mass` set here (each calibration sample's own unpruned masses).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from itertools import accumulate
 
 import torch
 
-from fastervlm.budget import Budget, check_count, normalize_budget
+from fastervlm.budget import Budget, check_count, normalize_budget, real_number
 from fastervlm.methods.signals import LlmSignals, LlmStages
 
 REFERENCE_TOKENS = 576
@@ -63,18 +64,31 @@ class FitPruneConfig:
     """Remove visual tokens after each layer's attention by a fitted per-layer schedule (module docstring).
 
     Give at most one of ratio / tokens (mean visual tokens per layer; none = 50 %) and schedule (removal counts per
-    576 tokens, one per layer).
+    576 tokens, one per layer). alpha / attention_mass are the fit's (fastervlm.calibrate): after each layer but
+    the last, cut the tokens whose low self and low cross attention hold at most alpha of that layer's (self,
+    cross) attention mass in the unpruned model, one pair per layer.
     """
 
     ratio: float | None = None
     tokens: int | None = None
     schedule: tuple[int, ...] | None = None
+    alpha: float | None = None
+    attention_mass: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         normalize_budget(self)
-        given = [name for name in ("ratio", "tokens", "schedule") if getattr(self, name) is not None]
+        given = [name for name in ("ratio", "tokens", "schedule", "alpha") if getattr(self, name) is not None]
         if len(given) > 1:
-            raise ValueError(f"give at most one of ratio, tokens, schedule, got {', '.join(given)}")
+            raise ValueError(f"give at most one of ratio, tokens, schedule, alpha, got {', '.join(given)}")
+        if (self.alpha is None) != (self.attention_mass is None):
+            raise ValueError("alpha and attention_mass go together (the fit's rule), give both or neither")
+        if self.alpha is not None:
+            alpha = real_number("alpha", self.alpha, "share of a layer's attention mass that may be cut")
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"alpha must be in [0, 1] (share of attention mass cut), got {self.alpha!r}")
+            mass = tuple((float(a), float(b)) for a, b in self.attention_mass)
+            object.__setattr__(self, "alpha", alpha)
+            object.__setattr__(self, "attention_mass", mass)
         if self.schedule is not None:
             items = tuple(self.schedule) if isinstance(self.schedule, (list, tuple)) else ()
             schedule = tuple(check_count("schedule", x, "visual tokens removed after a layer") for x in items)
@@ -92,6 +106,13 @@ class FitPruneConfig:
 
     def stages(self, num_layers: int) -> LlmStages:
         """A stage after every layer that may remove tokens (the last layer's removal reaches no later layer)."""
+        if self.alpha is not None:
+            if len(self.attention_mass) != num_layers:
+                raise ValueError(
+                    f"attention_mass must hold one (self, cross) pair per layer of this {num_layers}-layer language "
+                    f"model, got {len(self.attention_mass)}"
+                )
+            return LlmStages(tuple(range(1, num_layers)), queries="visual_text", heads="max")
         if self.schedule is None and num_layers != REFERENCE_LAYERS:
             raise ValueError(
                 f"FitPrune's fitted schedules are for {REFERENCE_LAYERS}-layer language models (LLaVA-1.5-7B); this "
@@ -134,14 +155,33 @@ def select(config: FitPruneConfig, signals: LlmSignals) -> list[torch.Tensor]:
     kept = []
     for b, attention in enumerate(signals.query_attention):
         n = attention.shape[1]
+        is_visual = signals.query_is_visual[b].to(attention.device)
+        self_attention = attention[is_visual].sum(dim=0) / max(int(is_visual.sum()), 1)
+        cross = attention[~is_visual].sum(dim=0) / max(int((~is_visual).sum()), 1)
+        if config.alpha is not None:
+            mass_self, mass_cross = config.attention_mass[layer]
+            cut = cut_by_mass(self_attention, mass_self, config.alpha)
+            cut = cut[torch.isin(cut, cut_by_mass(cross, mass_cross, config.alpha))]
+            stays = torch.ones(n, dtype=torch.bool, device=attention.device)
+            stays[cut] = False
+            kept.append(stays.nonzero().squeeze(1))
+            continue
         fractions = config.kept_per_layer(signals.image_tokens[b])
         target = min(round(fractions[layer] * signals.image_tokens[b]), n)
         if target == n:
             kept.append(torch.arange(n, device=attention.device))
             continue
-        is_visual = signals.query_is_visual[b].to(attention.device)
-        self_attention = attention[is_visual].sum(dim=0) / max(int(is_visual.sum()), 1)
-        cross = attention[~is_visual].sum(dim=0) / max(int((~is_visual).sum()), 1)
         order = torch.sort(self_attention * cross).indices
         kept.append(order[n - target :].sort().values)
     return kept
+
+
+def cut_by_mass(scores: torch.Tensor, mass: float, alpha: float) -> torch.Tensor:
+    """The lowest-scored tokens whose removal keeps the rest's sum >= mass - mass x alpha (statistical_analysis.py:
+    the first count i whose removal drops below it, minus one). Where no count does, the reference reuses a stale
+    count from an earlier sample; here every token but the highest may go."""
+    order = torch.sort(scores).indices
+    retained = scores.sum() - torch.cat([scores.new_zeros(1), scores[order].cumsum(dim=0)])[: len(scores)]
+    below = (retained < mass - mass * alpha).nonzero().squeeze(1)
+    count = max(int(below[0]) - 1, 0) if len(below) else max(len(scores) - 1, 0)
+    return order[:count]

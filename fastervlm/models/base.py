@@ -113,6 +113,12 @@ class ModelAdapter:
         """Family-specific changes a mode needs (returned as undos); most families need none."""
         return []
 
+    @classmethod
+    def input_processor(cls, processor: Any, **options: Any) -> Any:
+        """The processor whose inputs the family's `options` need (the lmms-eval model builds its batches with it):
+        the stock one, unless an option changes the placeholder layout (LLaVA-NeXT's mode="paper")."""
+        return processor
+
     def base(self, model: nn.Module) -> nn.Module:
         """The module whose forward merges image features into the token sequence."""
         raise NotImplementedError
@@ -152,6 +158,10 @@ class ModelAdapter:
     def full_positions(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """For positions="original", when the caller passed none: the stock (rows, batch, L) position ids of the
         full sequence (generate passes its own, computed by the model before it pre-encodes the images)."""
+        raise NotImplementedError
+
+    def step_positions(self, model: nn.Module, attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+        """For positions="original": the ids of a cached step's `length` new tokens, by the model's own rule."""
         raise NotImplementedError
 
     def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:

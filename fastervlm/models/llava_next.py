@@ -107,6 +107,11 @@ class LlavaNextAdapter(LlavaAdapter):
         if self.mode == "stock" and self.newline is None:
             self.newline = "all"
 
+    @classmethod
+    def input_processor(cls, processor: Any, **options: Any) -> Any:
+        """Paper mode counts 2880 placeholders per image: its inputs come from paper_processor."""
+        return paper_processor(processor) if options.get("mode") == "paper" else processor
+
     def install(self, model: nn.Module) -> list[Callable[[], None]]:
         """Record each encode's layout (both modes); in paper mode also pin the grid and pack spatially."""
         base, config = self.base(model), model.config

@@ -130,6 +130,13 @@ class Qwen2VLAdapter(ModelAdapter):
         )
         return positions
 
+    def step_positions(self, model: nn.Module, attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+        """(3, batch, length): the real tokens counted by the mask, plus the stored rope deltas, as
+        compute_3d_position_ids does for the new tokens (and (t, h, w) alike: decoded text is 1-D)."""
+        count = attention_mask.long().cumsum(-1)[:, -length:] - 1
+        deltas = self.base(model).rope_deltas.to(count.device)
+        return (count + deltas).unsqueeze(0).expand(3, -1, -1)
+
     def set_rope_deltas(self, model: nn.Module, deltas: torch.Tensor) -> None:
         self.base(model).rope_deltas = deltas
 

@@ -484,6 +484,10 @@ class Installation(InstanceBound):
         inputs["attention_mask"] = plan.decode_mask(mask, new_tokens)
         if inputs.get("position_ids") is not None:
             inputs["position_ids"] = self._step_positions(inputs["position_ids"], plan)
+        elif self.adapter.positions == "original":
+            # transformers 5.23's M-RoPE models number a cached step from the whole 2-D mask (one id per mask
+            # column, not per query): give the step its ids by the same rule, mask count + stored rope deltas.
+            inputs["position_ids"] = self.adapter.step_positions(self.model, inputs["attention_mask"], query.shape[1])
         self._step_plans = []
         return inputs
 

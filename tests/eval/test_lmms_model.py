@@ -20,7 +20,7 @@ from fastervlm.api import config_of
 from fastervlm.eval import standin, videoqa
 from fastervlm.eval.lmms_model import FasterVLMLmms, model_class_for
 from fastervlm.methods import resolve_config
-from fastervlm.tiny.llava import synthetic_images
+from fastervlm.tiny.llava import synthetic_images, tiny_processor
 
 TASK, SPLIT = "probe", "test"
 QUESTIONS = ["What is shown?", "Which colour is at the top?", "How many shapes?", "Is it bright?"]
@@ -127,7 +127,7 @@ def test_errors_name_the_argument(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="takes no ratio"):
         FasterVLMLmms(pretrained=str(checkpoint), method="none", ratio=0.5)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ValueError, match="'bert' model; fastervlm supports: llava, llava_next, video_llava"):
+    with pytest.raises(ValueError, match=r"'bert' model; fastervlm supports: llava, llava_next, .*video_llava"):
         model_class_for(str(tmp_path))
 
 
@@ -200,3 +200,82 @@ def test_budget_follows_prunes_one_rule(checkpoint: Path) -> None:
     assert config_of(lm.model) == resolve_config("fastervlm", {})
     lm.set_pruning("fastervlm", tokens=58)
     assert config_of(lm.model) == resolve_config("fastervlm", {"tokens": 58})
+
+
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA-NeXT saved with its processor, as a user's local checkpoint."""
+    from fastervlm.tiny import tiny_llava_next, tiny_llava_next_processor
+
+    dest = tmp_path_factory.mktemp("next")
+    tiny_llava_next(text_layers=2).save_pretrained(dest)
+    processor = tiny_llava_next_processor()
+    processor.chat_template = standin.CHAT_TEMPLATE
+    processor.save_pretrained(dest)
+    return dest
+
+
+def test_next_paper_mode_feeds_five_views_of_k_tokens_per_image(next_checkpoint: Path) -> None:
+    """mode=paper through the harness: the paper processor's 2880 placeholders per (non-square) image, base + 4
+    crops of 576, and 5 x k of them into the LLM; the unpruned cell keeps all 2880 in the same layout."""
+    lm = FasterVLMLmms(pretrained=str(next_checkpoint), device="cpu", dtype="float32", mode="paper")
+    docs = [
+        {"image": image.resize((400, 300)), "question": q}
+        for image, q in zip(synthetic_images(2), QUESTIONS[:2], strict=True)
+    ]
+    lm.task_dict = {TASK: {SPLIT: docs}}
+    requests = [
+        Instance("generate_until", (d["question"], {"max_new_tokens": 2}, visual, i, TASK, SPLIT), 0, meta(i))
+        for i, d in enumerate(docs)
+    ]
+    lm.generate_until(requests)
+    assert lm.tally.as_dict() == {"samples": 2, "total_mean": 2880.0, "kept_mean": 2880.0}
+    lm.set_pruning("fastervlm", ratio=0.9)
+    lm.generate_until(requests)
+    report = last_report(lm.model)
+    assert [[len(view) for view in views] for views in report.kept_indices] == [[58] * 5]
+    assert report.visual_tokens_in == 2880 and report.visual_tokens_out == 5 * 58
+    assert lm.tally.as_dict() == {"samples": 2, "total_mean": 2880.0, "kept_mean": 290.0}
+    assert config_of(lm.model).ratio == 0.9
+    with pytest.raises(ValueError, match="mode must be one of 'stock', 'paper'"):
+        FasterVLMLmms(pretrained=str(next_checkpoint), device="cpu", dtype="float32", mode="papers")
+
+
+def tower_pixels(lm: FasterVLMLmms, image) -> torch.Tensor:
+    """The pixel_values the vision tower receives when the lmms-eval model answers about `image`."""
+    lm.task_dict = {TASK: {SPLIT: [{"image": image, "question": "What is shown?"}]}}
+    seen: list[torch.Tensor] = []
+
+    def record(_: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen.append(args[0] if args else kwargs["pixel_values"])
+
+    hook = lm.model.model.vision_tower.register_forward_pre_hook(record, with_kwargs=True)
+    request = Instance("generate_until", ("What?", {"max_new_tokens": 1}, visual, 0, TASK, SPLIT), 0, meta(0))
+    try:
+        lm.generate_until([request])
+    finally:
+        hook.remove()
+    return seen[0].float()
+
+
+def test_pad_reaches_the_tower_as_a_square_with_the_mean_colour(checkpoint: Path) -> None:
+    """image_aspect_ratio=pad: a 400 x 300 image is centred on a 400 x 400 square of the mean colour, then
+    preprocessed, so the tower sees the whole image with mean-colour bands above and below (0 after
+    normalisation); stock centre-crops it. The padding agrees with transformers' own LlavaImageProcessor do_pad."""
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    wide = synthetic_images(1)[0].resize((400, 300))
+    padded = tower_pixels(model(checkpoint, method="fastervlm", ratio=0.5, image_aspect_ratio="pad"), wide)
+    cropped = tower_pixels(model(checkpoint, method="fastervlm", ratio=0.5), wide)
+    band = round(336 * 50 / 400) - 1  # 50 of 400 rows above the image, at 336 px
+    assert padded.shape == cropped.shape == (1, 3, 336, 336)
+    assert padded[..., :band, :].abs().max() < 0.02 and padded[..., -band:, :].abs().max() < 0.02
+    assert cropped[..., :band, :].abs().max() > 0.5  # the crop fills the view with the image
+    processor = tiny_processor()
+    native = LlavaImageProcessorPil(
+        **{k: getattr(processor.image_processor, k) for k in ("size", "crop_size", "image_mean", "image_std")}
+    )
+    reference = native(images=[wide], do_pad=True, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(padded, reference, atol=0.05)
+    with pytest.raises(ValueError, match="image_aspect_ratio='square' is not one of: stock, pad"):
+        FasterVLMLmms(pretrained=str(checkpoint), image_aspect_ratio="square")

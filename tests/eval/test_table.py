@@ -196,6 +196,13 @@ def test_paper_says_what_only_one_side_has(results, tmp_path):
     assert "paper benchmarks not run here: mmbench, mmbench_cn, mmvet, sqa_img, textvqa, vizwiz, vqav2" in notes
     assert "no paper row for: random 50 %, alpha 50 %, zeta 50 %, random 90 %, alpha 90 %, zeta 90 %" in notes
     assert "paper rows not run here: fastervlm 25 %, fastv 25 %, fitprune 25 %, sparsevlm 25 %, fitprune 50 %" in notes
+    assert "unpruned 100 %" in notes  # not run yet; then every method at ratio 1 is that row (no visual token)
+    put(results, Cell("llava", "fastv", ratio=1.0), {"gqa": 40.0})
+    table = build_table(read_results(results), paper=load_paper("llava15_7b"), model="llava")
+    (no_tokens,) = [row for row in table.rows if row.reduction_pct == 100]
+    published = next(r for r in paper_table("fastervlm_llava15_7b") if r["reduction_pct"] == "100")
+    assert no_tokens.paper["gqa"] == float(published["gqa"])
+    assert "unpruned 100 %" not in "\n".join(table.notes)
     put(tmp_path / "tiny", Cell("tiny", "none", ratio=0.0), {"tiny_vqa": 100.0})
     never_ran = build_table(read_results(tmp_path / "tiny"), paper=load_paper("llava15_7b"))
     assert "fastervlm_llava15_7b reports none of these benchmarks (tiny_vqa): the paper never ran this grid" in (

@@ -120,7 +120,9 @@ def test_sdpa_language_model_never_runs_eager(make_llava, batch, no_eager_attent
         ({"schedule": (1, 2)}, "schedule must hold one count per layer of this 4-layer language model"),
         ({"schedule": (300, 300, 0, 0)}, "removing at most 576 in all"),
         ({"schedule": (0, 0, 0, 5)}, "schedule removes no token before the last layer"),
-        ({"ratio": 0.5, "schedule": SCHEDULE}, "give at most one of ratio, tokens, schedule"),
+        ({"ratio": 0.5, "schedule": SCHEDULE}, "give at most one of ratio, tokens, schedule, alpha"),
+        ({"alpha": 0.5}, "alpha and attention_mass go together"),
+        ({"alpha": 0.5, "attention_mass": ((1.0, 1.0),)}, "one \\(self, cross\\) pair per layer of this 4-layer"),
     ],
 )
 def test_bad_options(make_llava, options, match):
