@@ -98,7 +98,21 @@ class Qwen2VLAdapter(ModelAdapter):
             order, _ = get_vision_window_index(grid_thw, merge, vision.window_size, vision.patch_size)
         return EncodedLayout(items, order)
 
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """Per item, its frames' merged tokens, frame after frame, each in raster order."""
+        items = self.encoded_layout(model, modality, inputs).items
+        return [
+            (torch.arange(views * rows * cols, device=f.device), [rows * cols] * views)
+            for (views, (rows, cols)), f in zip(items, pooler_output, strict=True)
+        ]
+
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        if inputs.get("pixel_values_videos") is not None or (inputs.get("mm_encoder_outputs") or {}).get("video"):
+            raise ValueError(
+                "videos are not pruned on Qwen-VL models yet; unprune the model to run videos, or pass images"
+            )
         pixel_values = inputs.pop("pixel_values", None)
         if pixel_values is None:
             return inputs
