@@ -102,6 +102,16 @@ class Qwen2VLAdapter(ModelAdapter):
             order, _ = get_vision_window_index(grid_thw, merge, vision.window_size, vision.patch_size)
         return EncodedLayout(items, order)
 
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """Per item, its frames' merged tokens, frame after frame, each in raster order."""
+        items = self.encoded_layout(model, modality, inputs).items
+        return [
+            (torch.arange(views * rows * cols, device=f.device), [rows * cols] * views)
+            for (views, (rows, cols)), f in zip(items, pooler_output, strict=True)
+        ]
+
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         encoded = dict(inputs.get("mm_encoder_outputs") or {})
         pixel_values = inputs.pop("pixel_values", None)
