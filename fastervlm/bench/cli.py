@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from fastervlm.bench import profile_cli
+from fastervlm.bench import batch_cli, profile_cli
 from fastervlm.cli_args import METHOD_NAMES, Names, add_threads
 from fastervlm.terminal import print_table
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 BENCH_ARCHS = Names("fastervlm.bench.archs", "ARCHS")
 CONVENTIONS = Names("fastervlm.bench.flops", "CONVENTIONS")
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes
+TOKENS_HELP = "token budgets per view beside the ratios, e.g. 192,128,64 (the field's LLaVA-1.5 budgets)"
 
 
 def comma_list(kind: type) -> callable:
@@ -52,6 +53,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="comma-separated; 'none' is the unpruned model, the others are method names",
     )
     f.add_argument("--ratios", type=comma_list(float), default=[0.25, 0.5, 0.75, 0.9, 0.95])
+    f.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
     f.add_argument(
         "--convention",
         choices=CONVENTIONS,
@@ -75,6 +77,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     lat.add_argument("--methods", type=comma_list(str), default=["none", "fastervlm", "fastv"])
     lat.add_argument("--ratios", type=comma_list(float), default=[0.5, 0.75, 0.9, 0.95])
+    lat.add_argument("--tokens", type=comma_list(int), default=[], help=TOKENS_HELP)
+    lat.add_argument("--clock", choices=profile_cli.CLOCKS, default="wall", help=profile_cli.CLOCK_HELP)
     lat.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     lat.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     lat.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept (e.g. 0.125 on a CPU)")
@@ -88,6 +92,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_threads(lat)
     lat.set_defaults(func=run_latency)
     profile_cli.add_parser(kinds)
+    batch_cli.add_parser(kinds)
+
+
+def budget_cells(args: argparse.Namespace) -> list[tuple[str, float | int]]:
+    """("none", 0.0) if asked, then each method at each ratio (float) and each token budget (int)."""
+    if any(t < 0 for t in args.tokens):
+        raise ValueError(f"--tokens must be token counts >= 0 per view, got {args.tokens}")
+    cells = [("none", 0.0)] if "none" in args.methods else []
+    return cells + [(m, b) for m in args.methods if m != "none" for b in [*args.ratios, *args.tokens]]
+
+
+def budget_label(ratio: float, tokens: int | None) -> str:
+    return f"{tokens} tok" if tokens is not None else f"{ratio:g}"
 
 
 def check_methods(methods: list[str]) -> None:
@@ -105,8 +122,7 @@ def run_flops(args: argparse.Namespace) -> int:
 
     check_methods(args.methods)
     target = arch(args.arch)
-    cells = [("none", 0.0)] if "none" in args.methods else []
-    cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
+    cells = budget_cells(args)
     progress = tqdm(cells, desc=f"FLOPs of {args.arch}", unit="cell")
     rows = [flops(target, m, r, args.convention, equal=args.equal_budget) for m, r in progress]
     print_table(table(rows))
@@ -124,15 +140,14 @@ def run_latency(args: argparse.Namespace) -> int:
     import torch
 
     from fastervlm.bench.archs import arch
-    from fastervlm.bench.latency import latency, scoring_cost
+    from fastervlm.bench.latency import clock, latency, scoring_cost
     from fastervlm.bench.plot import ratio_plot
 
     check_methods(args.methods)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
-    cells = [("none", 0.0)] if "none" in args.methods else []
-    cells += [(m, r) for m in args.methods if m != "none" for r in args.ratios]
+    cells = budget_cells(args)
     target = arch(args.arch)
     if args.scoring and target.score != "cls":
         raise ValueError(
@@ -140,11 +155,18 @@ def run_latency(args: argparse.Namespace) -> int:
             "by received attention): leave --scoring out"
         )
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
-    rows = latency(
-        target, cells, batch=args.batch, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup, **options
-    )
+    with clock(args.clock):
+        rows = latency(
+            target,
+            cells,
+            batch=args.batch,
+            new_tokens=args.new_tokens,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            **options,
+        )
+        scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
     print_table(latency_table(rows))
-    scoring = scoring_cost(target, repeats=args.repeats, **options) if args.scoring else None
     if scoring:
         print(
             f"[CLS] score: tower {scoring.tower_ms:.1f} ms; with the one-row probe {scoring.one_row_ms:.1f} ms; "
@@ -153,7 +175,7 @@ def run_latency(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "environment": environment(args.device),
+            "environment": environment(args.device) | {"threads": torch.get_num_threads(), "clock": args.clock},
             "rows": [r.as_dict() for r in rows],
             "scoring": asdict(scoring) if scoring else None,
         }
@@ -197,12 +219,12 @@ def method_table(title: str, columns: tuple[str, ...]) -> Table:
 
 def latency_table(rows: list[LatencyRow]) -> Table:
     title = f"measured latency, {rows[0].arch} on {rows[0].device} ({rows[0].dtype}, batch {rows[0].batch})"
-    columns = ("method", "ratio", "visual tokens", "prefill ms", "IQR", "decode tok/s", "generate ms", "peak MB")
-    out = method_table(title, (*columns, "speed-up", "ideal"))
+    columns = ("method", "budget", "visual tokens", "prefill ms", "IQR", "decode tok/s", "generate ms", "peak MB")
+    out = method_table(title, (*columns, "speed-up", "ideal", "vs trimmed", "ideal trimmed"))
     for r in rows:
         out.add_row(
             r.method,
-            f"{r.ratio:g}",
+            budget_label(r.ratio, r.tokens),
             str(r.visual_tokens),
             f"{r.prefill_ms:.1f}",
             f"{r.prefill_iqr_ms:.1f}",
@@ -211,6 +233,8 @@ def latency_table(rows: list[LatencyRow]) -> Table:
             "-" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.0f}",
             f"{r.speedup_measured:.2f}x",
             f"{r.speedup_ideal:.2f}x",
+            f"{r.speedup_trimmed:.2f}x",
+            f"{r.speedup_ideal_trimmed:.2f}x",
         )
     return out
 
@@ -218,12 +242,12 @@ def latency_table(rows: list[LatencyRow]) -> Table:
 def table(rows: list[FlopsRow]) -> Table:
     base = rows[0].flops_t if rows and rows[0].method == "none" else None
     title = f"prefill FLOPs ({rows[0].convention} convention), {rows[0].arch}" if rows else "FLOPs"
-    columns = ("method", "ratio", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none")
+    columns = ("method", "budget", "visual tokens", "TFLOPs", "vision", "projector", "LLM", "KV visual MB", "vs none")
     out = method_table(title, columns)
     for r in rows:
         out.add_row(
             r.method,
-            f"{r.ratio:g}",
+            budget_label(r.ratio, r.tokens),
             str(r.visual_tokens),
             f"{r.flops_t:.2f}",
             f"{r.vision_t:.2f}",

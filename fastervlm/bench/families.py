@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
+from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensorMode
 from transformers import (
     LlavaOnevisionConfig,
@@ -29,6 +30,7 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.initialization import no_init_weights
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -186,7 +188,12 @@ class FamilyArch:
         """Random weights, widths x scale, depth kept."""
         vision = scaled_widths(self.vision, scale, self.vision_heads)
         text = scaled_widths(self.text, scale, "num_attention_heads")
-        return seeded_model(self.model_class, self.make_config(vision, text), seed, "sdpa")
+        config = self.make_config(vision, text)
+        if detect_fake_mode() is None:
+            return seeded_model(self.model_class, config, seed, "sdpa")
+        # Built for FLOP counting: SigLIP's truncated-normal init reads values, which fake tensors do not have.
+        with no_init_weights():
+            return seeded_model(self.model_class, config, seed, "sdpa")
 
     def twin(self) -> nn.Module:
         """Full depth, tiny width: what a method keeps at each layer, fast on any CPU."""

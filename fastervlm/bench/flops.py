@@ -51,33 +51,50 @@ class FlopsRow:
     lm_head_t: float
     kv_visual_mb: float  # fp16 KV cache of the visual tokens, all layers
     vision_cut_t: float = 0.0  # tower layers after the feature layer: no output needs them (counted convention)
+    tokens: int | None = None  # the token budget per view, for a field-budget row (ratio is then its equivalent)
     visual_per_layer: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def equal_budget(arch: Arch, ratio: float) -> int:
-    """Visual tokens a per-view method keeps per sample at `ratio`: the budget the paper gives FastV too."""
-    return arch.views * kept_count(arch.patches_per_view, ratio)
+def equal_budget(arch: Arch, ratio: float | int) -> int:
+    """Visual tokens a per-view method keeps per sample at `ratio` (or an int budget per view): the budget the
+    paper gives FastV too."""
+    return arch.views * (ratio if isinstance(ratio, int) else kept_count(arch.patches_per_view, ratio))
 
 
-def prune_for(arch: Arch, model: nn.Module, method: str, ratio: float, equal: bool = False) -> None:
+Budget = float | int  # a float is a reduction ratio, an int a token budget per view (the field's 192 / 128 / 64)
+
+
+def budget_option(budget: Budget) -> dict[str, Budget]:
+    if isinstance(budget, bool) or not isinstance(budget, int | float):
+        raise ValueError(f"budget must be a ratio (float) or a token count per view (int), got {budget!r}")
+    return {"tokens": budget} if isinstance(budget, int) else {"ratio": budget}
+
+
+def budget_ratio(arch: Arch, budget: Budget) -> float:
+    """The reduction ratio a budget amounts to (a token budget: 1 - tokens / patches per view)."""
+    return 1.0 - budget / arch.patches_per_view if isinstance(budget, int) else budget
+
+
+def prune_for(arch: Arch, model: nn.Module, method: str, ratio: Budget, equal: bool = False) -> None:
     """The arch's setting, pruned by `method`; "none" is that setting unpruned (nothing to do for stock layouts).
 
-    equal: an in-LLM method (FastV) keeps as many tokens per sample as the per-view methods keep in all views,
-    the paper's comparison (LLaVA-NeXT at 90 %: 5 x 58 = 290, where 10 % of 2880 would be 288).
+    ratio: a reduction ratio, or an int token budget per view. equal: an in-LLM method (FastV) keeps as many
+    tokens per sample as the per-view methods keep in all views, the paper's comparison (LLaVA-NeXT at 90 %:
+    5 x 58 = 290, where 10 % of 2880 would be 288).
     """
     stand_ins = tiny_method_options(method)  # the twin is tiny: what a method loads by name is too
     if method != "none" and equal and method_entry(method).stage == "llm":
         fastervlm.prune(model, method=method, tokens=equal_budget(arch, ratio), **arch.options, **stand_ins)
     elif method != "none":
-        fastervlm.prune(model, method=method, ratio=ratio, **arch.options, **stand_ins)
+        fastervlm.prune(model, method=method, **budget_option(ratio), **arch.options, **stand_ins)
     elif arch.options:
         fastervlm.prune(model, method="fastervlm", ratio=0.0, **arch.options)
 
 
-def token_plan(arch: Arch, method: str, ratio: float, equal: bool = False) -> TokenPlan:
+def token_plan(arch: Arch, method: str, ratio: Budget, equal: bool = False) -> TokenPlan:
     model, inputs = arch.twin(), arch.sample(1)
     tokens = [m.token_id for m in adapter_for(model).modalities(model)]
     visual_in = int(torch.isin(inputs["input_ids"], torch.tensor(tokens)).sum())
@@ -144,8 +161,9 @@ def paper_llm_flops(text_config, visual: list[int]) -> float:
 
 
 def flops(
-    arch: Arch, method: str, ratio: float, convention: str = "counted", scale: float = 1.0, equal: bool = False
+    arch: Arch, method: str, ratio: Budget, convention: str = "counted", scale: float = 1.0, equal: bool = False
 ) -> FlopsRow:
+    """ratio: a reduction ratio, or an int token budget per view (the row then names it in `tokens`)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     plan = token_plan(arch, method, ratio, equal)
@@ -171,7 +189,7 @@ def flops(
     return FlopsRow(
         arch=arch.scaled_name(scale),
         method=method,
-        ratio=ratio,
+        ratio=budget_ratio(arch, ratio),
         convention=convention,
         visual_tokens=plan.visual[-1],
         flops_t=vision + proj + llm + head,
@@ -182,4 +200,5 @@ def flops(
         kv_visual_mb=kv,
         visual_per_layer=plan.visual,
         vision_cut_t=cut,
+        tokens=ratio if isinstance(ratio, int) else None,
     )

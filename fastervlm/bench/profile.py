@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -31,6 +30,7 @@ import fastervlm
 from fastervlm.api import installation
 from fastervlm.bench.archs import Arch
 from fastervlm.bench.flops import FlopsRow, flops
+from fastervlm.bench.latency import now
 from fastervlm.methods import method_entry
 from fastervlm.models import adapter_for
 from fastervlm.runtime import probe
@@ -48,9 +48,7 @@ class Clock:
         self._stack: list[list[Any]] = []
 
     def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return now(self.device)
 
     def enter(self, label: str) -> None:
         scope = torch.profiler.record_function(label)

@@ -6,12 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from fastervlm.cli_args import Names
+from fastervlm.cli_args import Names, add_threads
 
 # Single-view [CLS]-scored architectures only; torch and the architectures load when a command runs (see
 # fastervlm.cli_args).
 SINGLE_VIEW_ARCHS = Names("fastervlm.bench.archs", "ARCHS", where=lambda arch: arch.views == 1 and arch.score == "cls")
 
+CLOCKS = ("cpu", "wall")  # fastervlm.bench.latency.CLOCKS, named here so that --help needs no torch
+CLOCK_HELP = "wall: elapsed time; cpu: this process's CPU time (steadier on a shared CPU machine; CPU only)"
 GROUPS = (
     ("vision tower: embeddings and glue", ("vision: embeddings and glue",)),
     ("vision tower: layers", ("vision: layer",)),
@@ -44,7 +46,8 @@ def add_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="every width x scale, depth kept")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--clock", choices=CLOCKS, default="wall", help=CLOCK_HELP)
+    add_threads(p)
     p.add_argument("--json", type=Path, help="write the profile as JSON")
     p.add_argument("--md", type=Path, help="write the summary tables as Markdown")
     p.set_defaults(func=run_profile)
@@ -62,7 +65,7 @@ def markdown(payload: dict) -> str:
     env = payload["environment"]
     lines = [
         f"# Prefill profile, {payload['profiles'][0]['arch']} on {env['cpu']} "
-        f"({env['torch']}, {payload['threads']} threads, batch 1)",
+        f"({env['torch']}, {payload['threads']} threads, {payload['clock']} clock, batch 1)",
         "",
         "Exclusive milliseconds per component (medians over interleaved repeats; `fastervlm bench profile`). "
         "`stock trimmed`: the stock model with its vision tower stopped at the feature layer. `floor`: the stock "
@@ -99,7 +102,7 @@ def rates(p: dict) -> list[str]:
     }
     lines = ["| GFLOP/s (counted FLOPs / time) | " + " | ".join(RUNS) + " |", "| --- |" + " ---: |" * len(RUNS)]
     for name, of in ms.items():
-        cells = [f"{1000 * parts[r][name] / of(times[r]):.1f}" if of(times[r]) > 0 else "-" for r in RUNS]
+        cells = [f"{1e6 * parts[r][name] / of(times[r]):.1f}" if of(times[r]) > 0 else "-" for r in RUNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -123,32 +126,23 @@ def speedups(p: dict) -> list[str]:
 def run_profile(args: argparse.Namespace) -> int:
     import torch
 
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        return write_profile(args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def write_profile(args: argparse.Namespace) -> int:
-    import torch
-
     from fastervlm.bench.archs import arch
     from fastervlm.bench.cli import environment
+    from fastervlm.bench.latency import clock
     from fastervlm.bench.profile import profile, top_operators
 
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     target = arch(args.arch)
     options = {"device": args.device, "dtype": dtype, "scale": args.scale}
-    profiles = [
-        profile(target, args.method, r, repeats=args.repeats, warmup=args.warmup, **options) for r in args.ratios
-    ]
+    with clock(args.clock):
+        profiles = [
+            profile(target, args.method, r, repeats=args.repeats, warmup=args.warmup, **options) for r in args.ratios
+        ]
     ops = top_operators(target, args.method, args.ratios[-1], scale=args.scale) if args.device == "cpu" else []
     payload = {
         "environment": environment(args.device),
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "profiles": profiles,
         "top_operators": ops,
     }

@@ -36,7 +36,7 @@ def _figure(table: Table, model: str) -> Figure:
     ncols = min(COLUMNS, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     figure, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
-    rows = [r for r in table.rows if r.model == model]
+    rows = [r for r in table.rows if r.model == model and r.run]  # the paper's own rows come from table.paper
     base = next((r for r in rows if r.unpruned), None)
     methods = list(dict.fromkeys(r.method for r in rows if not r.unpruned and r.reduction_pct is not None))
     for axis, key in zip(axes.flat, panels, strict=False):

@@ -60,6 +60,7 @@ class Row:
     partial: bool = False
     paper: dict[str, float] = field(default_factory=dict)
     recomputed: set[str] = field(default_factory=set)  # paper averages recomputed over `used`
+    run: bool = True  # False: a row of the paper's that this grid has no cell for (its numbers only)
 
     @property
     def unpruned(self) -> bool:
@@ -120,7 +121,43 @@ def build_table(
         if any(r.tokens is not None for r in rows):
             notes.append("rows with a token budget instead of a ratio have no paper counterpart")
         notes += _paper_gaps(rows, benchmarks, paper)
+        rows = sorted(rows + _paper_only_rows(rows, paper), key=_row_order)
     return Table(benchmarks, averages, rows, notes, paper)
+
+
+def _paper_only_rows(rows: list[Row], paper: PaperTable) -> list[Row]:
+    """The paper's rows this grid did not run, with the paper's numbers only, so the table shows every row the
+    paper has and which of them were not run."""
+    model = rows[0].model
+    base = next((r for r in rows if r.unpruned and r.run), None)
+    ours = _paper_keys(rows)
+    added = []
+    for method, pct in paper.rows:
+        if (method, pct) not in ours:
+            # Averaged over the benchmarks ours are (†-marked when that is not all of the paper's), as our rows.
+            row = Row(model, method, pct, None, None, {}, used=dict(base.used) if base else {}, run=False)
+            _attach_paper(row, paper)
+            added.append(row)
+    return added
+
+
+def _paper_keys(rows: list[Row]) -> set[tuple[str, float | None]]:
+    """The paper rows ours stand for: (method, reduction), any method at 100 % standing for its no-token row."""
+    ours = {(r.method, 0.0 if r.unpruned else r.reduction_pct) for r in rows if r.tokens is None and r.run}
+    if any(r.reduction_pct == 100 for r in rows if r.run):
+        ours.add((UNPRUNED, 100.0))
+    return ours
+
+
+def _row_order(row: Row) -> tuple:
+    """The order build_table gives rows: unpruned, then by reduction (the no-token row first at 100 %, methods
+    in METHODS order), then token budgets."""
+    rank = list(METHODS).index(row.method) if row.method in METHODS else len(METHODS)
+    if row.tokens is not None:
+        return (2, -row.tokens, rank, row.method)
+    if row.unpruned and not row.reduction_pct:
+        return (0, 0.0, 0, "")
+    return (1, row.reduction_pct or 0.0, -1 if row.unpruned else rank, row.method)
 
 
 def _name(method: str) -> str:
@@ -170,18 +207,16 @@ def _paper_gaps(rows: list[Row], benchmarks: list[str], paper: PaperTable) -> li
         notes.append(f"paper benchmarks not run here: {', '.join(absent)}")
     if unmatched := [_label(r.method, r.reduction_pct) for r in rows if r.tokens is None and not r.paper]:
         notes.append(f"no paper row for: {', '.join(unmatched)}")
-    ours = {(r.method, 0.0 if r.unpruned else r.reduction_pct) for r in rows if r.tokens is None}
-    if any(r.reduction_pct == 100 for r in rows):
-        ours.add((UNPRUNED, 100.0))
+    ours = _paper_keys(rows)
     rows_in_order = sorted(paper.rows, key=lambda key: (key[1], key[0]))
     if not_run := [_label(m, pct) for m, pct in rows_in_order if (m, pct) not in ours]:
-        notes.append(f"paper rows not run here: {', '.join(not_run)}")
+        notes.append(f"paper rows not run here (the paper's numbers only, marked 'not run'): {', '.join(not_run)}")
     return notes
 
 
 def _attach_paper(row: Row, paper: PaperTable) -> None:
     """The paper's row for ours; its averages made comparable: published only if over the same benchmarks."""
-    row.paper = dict(paper.values(row.method, 0.0 if row.unpruned else row.reduction_pct))
+    row.paper = dict(paper.values(row.method, 0.0 if row.unpruned and not row.reduction_pct else row.reduction_pct))
     if not row.paper and row.reduction_pct == 100:
         # The paper's 100 % row is the model with no visual token at all, which every method at ratio 1 is.
         row.paper = dict(paper.values(UNPRUNED, 100.0))
@@ -268,7 +303,7 @@ def _cells(table: Table, row: Row) -> list[str]:
     def pair(ours: str, key: str, show: Callable[[float | None], str]) -> str:
         return ours if table.paper is None else f"{ours} / {show(row.paper.get(key))}"
 
-    method = "unpruned" if row.unpruned else row.method
+    method = ("unpruned" if row.unpruned else row.method) + ("" if row.run else " (not run)")
     budget = f"{row.tokens} tokens" if row.tokens is not None else f"{row.reduction_pct or 0:g} %"
     out = [row.model, method, budget, pair(_tokens(row.visual_tokens), "visual_tokens", _tokens)]
     out += [pair(_number(row.scores.get(k)), k, _number) for k in table.benchmarks]
@@ -300,12 +335,12 @@ def to_markdown(table: Table) -> str:
 
 def to_csv(table: Table) -> str:
     """Machine-readable: full precision, method "none" as in the results, `<column>_paper` beside each column,
-    and the Markdown marks as true/false columns (avg_partial: "*", avg_paper_recomputed: "†")."""
+    and the Markdown marks as true/false columns (avg_partial: "*", avg_paper_recomputed: "†", not_run)."""
     columns = ["visual_tokens", *table.benchmarks, *table.averages]
     paired = [c for column in columns for c in ((column, f"{column}_paper") if table.paper else (column,))]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    flags = ["avg_partial", "avg_paper_recomputed"] if table.paper else ["avg_partial"]
+    flags = ["avg_partial", "avg_paper_recomputed", "not_run"] if table.paper else ["avg_partial"]
     writer.writerow(["model", "method", "reduction_pct", "tokens", *paired, *flags])
     for row in table.rows:
         values = {"visual_tokens": row.visual_tokens, **row.scores, **row.averages}
@@ -313,7 +348,7 @@ def to_csv(table: Table) -> str:
         reduction = "" if row.reduction_pct is None else f"{row.reduction_pct:g}"
         tokens = "" if row.tokens is None else row.tokens
         cells = ["" if values.get(c) is None else repr(float(values[c])) for c in paired]
-        marks = [str(mark).lower() for mark in (row.partial, bool(row.recomputed))][: len(flags)]
+        marks = [str(mark).lower() for mark in (row.partial, bool(row.recomputed), not row.run)][: len(flags)]
         writer.writerow([row.model, row.method, reduction, tokens, *cells, *marks])
     return out.getvalue()
 

@@ -99,6 +99,10 @@ class Qwen2VLAdapter(ModelAdapter):
         return EncodedLayout(items, order)
 
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        if inputs.get("pixel_values_videos") is not None or (inputs.get("mm_encoder_outputs") or {}).get("video"):
+            raise ValueError(
+                "videos are not pruned on Qwen-VL models yet; unprune the model to run videos, or pass images"
+            )
         pixel_values = inputs.pop("pixel_values", None)
         if pixel_values is None:
             return inputs

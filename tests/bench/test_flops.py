@@ -62,6 +62,10 @@ def test_counted_llm_equals_the_formula_over_every_token(llava7b):
     assert row.llm_t == pytest.approx(paper_formula(plan.lengths), rel=1e-6)
     assert row.projector_t == pytest.approx(2 * 144 * (1024 * D + D * D) / 1e12, rel=1e-6)
     assert row.lm_head_t == pytest.approx(2 * D * 32064 / 1e12)
+    # The stock tower runs all 24 layers; the pruned one stops at the feature layer (-2): one layer fewer.
+    stock = flops(llava7b, "none", 0.0, "counted")
+    assert stock.vision_cut_t == pytest.approx(stock.vision_t / 24, rel=0.01)
+    assert row.vision_t == pytest.approx(stock.vision_t - stock.vision_cut_t)
 
 
 def test_cli_writes_json_and_plot(tmp_path):

@@ -115,7 +115,7 @@ def test_paper_average_matches_published_when_same_benchmarks(tmp_path):
             method = "none" if r["method"] == "LLaVA-1.5-7B" else r["method"].lower()
             put(tmp_path, Cell("llava", method, ratio=float(r["reduction_pct"]) / 100), {k: float(r[k]) for k in keys})
     table = build_table(read_results(tmp_path), paper=load_paper("llava15_7b"))
-    for row in table.rows:
+    for row in (row for row in table.rows if row.run):
         assert row.averages["avg_relative_pct"] == pytest.approx(row.paper["avg_relative_pct"], abs=0.006)
         assert not row.recomputed
 
@@ -195,7 +195,20 @@ def test_paper_says_what_only_one_side_has(results, tmp_path):
     notes = "\n".join(table.notes)
     assert "paper benchmarks not run here: mmbench, mmbench_cn, mmvet, sqa_img, textvqa, vizwiz, vqav2" in notes
     assert "no paper row for: random 50 %, alpha 50 %, zeta 50 %, random 90 %, alpha 90 %, zeta 90 %" in notes
-    assert "paper rows not run here: fastervlm 25 %, fastv 25 %, fitprune 25 %, sparsevlm 25 %, fitprune 50 %" in notes
+    assert (
+        "paper rows not run here (the paper's numbers only, marked 'not run'): fastervlm 25 %, fastv 25 %, "
+        "fitprune 25 %, sparsevlm 25 %, fitprune 50 %" in notes
+    )
+    fitprune = [(row.reduction_pct, row.run) for row in table.rows if row.method == "fitprune"]
+    assert fitprune == [(25.0, False), (50.0, False), (75.0, False), (90.0, False), (95.0, False)]
+    published = {(r["method"], r["reduction_pct"]): r for r in paper_table("fastervlm_llava15_7b")}
+    (row,) = [row for row in table.rows if row.method == "fitprune" and row.reduction_pct == 25]
+    assert row.paper["gqa"] == float(published[("FitPrune", "25")]["gqa"]) and not row.scores
+    md = render(table, "md")
+    gqa = published[("FitPrune", "25")]["gqa"]
+    assert f"| llava | fitprune (not run) | 25 % | {BLANK} / 432 | {BLANK} / {gqa} |" in md
+    assert [r.method for r in table.rows[:2]] == ["none", "fastervlm"]  # unpruned first, then 25 % rows
+    assert rows_of(render(table, "csv"))[1]["not_run"] == "true"
     assert "unpruned 100 %" in notes  # not run yet; then every method at ratio 1 is that row (no visual token)
     put(results, Cell("llava", "fastv", ratio=1.0), {"gqa": 40.0})
     table = build_table(read_results(results), paper=load_paper("llava15_7b"), model="llava")

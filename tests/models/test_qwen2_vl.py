@@ -208,6 +208,13 @@ def test_refusals_name_the_choice():
     with pytest.raises(ValueError, match="score must be one of"):
         fastervlm.prune(model, "fastervlm", score="mean")
     assert not hasattr(model, "_fastervlm")
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with pytest.raises(ValueError, match="videos are not pruned on Qwen-VL models yet"):
+        model(
+            input_ids=torch.tensor([[5]]),
+            pixel_values_videos=torch.zeros(4, 1176),
+            video_grid_thw=torch.tensor([[1, 2, 2]]),
+        )
 
 
 def test_llava_keeps_the_cls_score(tiny):
