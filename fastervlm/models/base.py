@@ -38,6 +38,9 @@ class ImageSelection:
     views: list[torch.Tensor]  # per view (image / crop / frame): kept patch indices, raster order
     view_sizes: list[int]  # patches per view
     merged: int = 0  # tokens made by the method (VisionZip's contextual, pooling's) beyond the kept patches
+    # Per row of the image's placeholders: view * view_sizes[0] + patch, or -1 for a row that carries no patch (a
+    # newline, a [CLS] row). Set for in-LLM methods, whose report maps the rows reaching the last layer to views.
+    sources: torch.Tensor | None = None
 
 
 SELECTION_ATTR = "_fastervlm_selection"
@@ -215,6 +218,17 @@ class ModelAdapter:
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         """Move raw pixel inputs into `mm_encoder_outputs`, as generate() does before prefill."""
         raise NotImplementedError
+
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor] | torch.Tensor
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """Where each feature row comes from, per pooler_output entry (the placeholder span it fills).
+
+        (sources, view_sizes): sources (rows,) holds view * view_sizes[0] + patch for a patch row, -1 for any other
+        (a newline, a [CLS] row); view_sizes the patches of each view (all equal). inputs: the encoder call's
+        arguments by name. Lets in-LLM methods report, per view, the patches that reach the last layer.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot map its feature rows to views")
 
     def selections(
         self, modality: str, pooler_output: list[torch.Tensor] | torch.Tensor, kept: torch.Tensor

@@ -112,6 +112,12 @@ class LlavaAdapter(ModelAdapter):
             for f, k in zip(pooler_output, kept, strict=True)
         ]
 
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """One view per image, its rows its patches in raster order."""
+        return [(torch.arange(len(f), device=f.device), [len(f)]) for f in pooler_output]
+
     def merged_selections(
         self, modality: str, pooler_output: list[torch.Tensor], kept: torch.Tensor, num_tokens: int
     ) -> list[ImageSelection]:

@@ -236,6 +236,15 @@ class LlavaNextAdapter(LlavaAdapter):
                 raise RuntimeError(f"layout has {result[-1].num_rows} rows, the packed image {len(features)}")
         return result
 
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """The layout pack_image_features recorded: base view, then the crops stitched, newlines among them."""
+        found, self._layouts = self._layouts, None
+        if found is None or len(found) != len(pooler_output):
+            raise RuntimeError(f"the layout pack_image_features recorded does not match {len(pooler_output)} images")
+        return [(x.source.to(f.device), [x.patches] * x.views) for x, f in zip(found, pooler_output, strict=True)]
+
     def _selection(self, layout: Layout, kept: torch.Tensor) -> ImageSelection:
         """Kept rows of one packed image: its views' kept patches where the layout has them, plus newlines."""
         source, patches = layout.source, layout.patches

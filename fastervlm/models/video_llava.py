@@ -86,6 +86,16 @@ class VideoLlavaAdapter(LlavaAdapter):
             )
         return {**inputs, "mm_encoder_outputs": encoded} if encoded else inputs
 
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: torch.Tensor
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """One entry per view (image or frame), as in `selections`; a frame's first row is its [CLS]."""
+        num_rows = pooler_output.shape[1]
+        patches = torch.arange(num_rows, device=pooler_output.device)
+        if modality == "video":
+            patches = patches - 1
+        return [(patches, [int((patches >= 0).sum())])] * pooler_output.shape[0]
+
     def selections(self, modality: str, pooler_output: torch.Tensor, kept: torch.Tensor) -> list[ImageSelection]:
         """One selection per view (image or frame): a frame fills its own span of the video's placeholders."""
         if pooler_output.shape[0] != kept.shape[0]:

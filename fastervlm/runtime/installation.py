@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,8 @@ class Installation(InstanceBound):
                 adapter.visual_injections,
             )
             self.undos += self.llm.removers()
+            for modality in self.modalities:
+                self.undos.append(wrap(base, modality.encoder, functools.partial(self._encode_sources, modality.name)))
         else:
             if self.num_patches is not None:
                 getattr(config, "check_fits", config.budget.check_fits)(self.num_patches)
@@ -201,6 +204,23 @@ class Installation(InstanceBound):
             selections = self.adapter.merged_selections(modality, pooled, kept, made_rows.shape[1])
         else:
             selections = self.adapter.selections(modality, pooled, kept)
+        attach_selections(output, selections)
+        return output
+
+    def _encode_sources(self, modality: str, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """In-LLM methods: the encoder runs as stock; its rows' views and patches go with the features, for the
+        report (which rows reach the last layer is known only after the LLM ran)."""
+        output = original(*args, **kwargs)
+        if not hasattr(output, "pooler_output"):
+            raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
+        named = named_arguments(original, args, kwargs)
+        sources = self.adapter.row_sources(self.model, modality, named, output.pooler_output)
+        selections = [
+            ImageSelection(
+                rows=torch.arange(len(s), device=s.device), num_rows=len(s), views=[], view_sizes=sizes, sources=s
+            )
+            for s, sizes in sources
+        ]
         attach_selections(output, selections)
         return output
 
@@ -362,13 +382,21 @@ class Installation(InstanceBound):
     ) -> Any:
         """The sequence enters the LLM whole; the LLM stage shortens it at layer K."""
         input_ids = inputs["input_ids"]
+        selections = {m.name: self._encoded_selections(inputs, m) for m in present}
         columns = torch.isin(input_ids, torch.tensor([m.token_id for m in present], device=input_ids.device))
         plan = Compaction.build(torch.ones_like(columns), inputs.get("attention_mask"))
         output = self._run(original, inputs, "prefill", columns=columns)
         self._plan, self._step_plans = plan, list(self.llm.plans)  # logits cover what reached the last layer
         self._remember(cache if cache is not None else getattr(output, "past_key_values", None), plan, self._step_plans)
-        self.report = self._in_llm_report(columns, plan)
+        self.report = self._in_llm_report(input_ids, columns, plan, present, selections)
         return output
+
+    def _encoded_selections(self, inputs: dict[str, Any], modality: Modality) -> list[ImageSelection]:
+        placeholders = (inputs["input_ids"] == modality.token_id).sum(dim=1).tolist()
+        found = selections_of(inputs["mm_encoder_outputs"][modality.name], placeholders)
+        if found is None:
+            raise ValueError(f"mm_encoder_outputs[{modality.name!r}] was not encoded by this pruned model; pass pixels")
+        return found
 
     def _remember(self, cache: Any, plan: Compaction, llm_plans: list[Compaction]) -> None:
         if cache is not None:
@@ -533,24 +561,39 @@ class Installation(InstanceBound):
             score=getattr(self.config, "score", None) or "",
         )
 
-    def _in_llm_report(self, columns: torch.Tensor, plan: Compaction) -> Report:
-        """Image tokens that reach the last layer, per sample, one view per run of consecutive image tokens.
+    def _in_llm_report(
+        self,
+        input_ids: torch.Tensor,
+        columns: torch.Tensor,
+        plan: Compaction,
+        present: list[Modality],
+        selections: dict[str, list[ImageSelection]],
+    ) -> Report:
+        """Per sample, per view (as the adapter lays the rows out), the patches whose tokens reach the last layer.
 
-        Tokens the method made (merged from pruned ones) count in visual_tokens_out and merged_tokens.
+        The same meaning as the pre-LLM report: a sample's image views, then its frames; patch indices in the
+        view's raster order. Tokens the method made (merged from pruned ones) count in visual_tokens_out and
+        merged_tokens.
         """
         batch, length = columns.shape
         source = torch.arange(length, device=columns.device).expand(batch, length)
         survivors = gather_through(self.llm.plans, source, fill=-1)
-        kept: list[list[torch.Tensor]] = []
-        for b in range(batch):
-            image = columns[b].nonzero().squeeze(1)
-            is_kept = torch.isin(image, survivors[b][survivors[b] >= 0].to(image.device))
-            runs = torch.cumsum(torch.cat([image.new_ones(1), (image.diff() != 1).long()]), 0) if len(image) else image
-            views = []
-            for run in runs.unique():
-                in_run = runs == run
-                views.append(torch.arange(int(in_run.sum()))[is_kept[in_run].cpu()])
-            kept.append(views)
+        kept: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        for m in present:
+            items = iter(selections[m.name])
+            for b in range(batch):
+                placeholders = (input_ids[b] == m.token_id).nonzero().squeeze(1)
+                reached = torch.isin(placeholders, survivors[b][survivors[b] >= 0].to(placeholders.device))
+                start = 0
+                while start < len(placeholders):
+                    item = next(items)
+                    sources = item.sources.to(reached.device)
+                    patches = sources[reached[start : start + item.num_rows] & (sources >= 0)]
+                    size = item.view_sizes[0]
+                    kept[b].extend(
+                        (patches[patches // size == v] % size).sort().values.cpu() for v in range(len(item.view_sizes))
+                    )
+                    start += item.num_rows
         visual_out = int(self.llm.visual.sum())
         return Report(
             method=self.method_name,

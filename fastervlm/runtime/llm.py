@@ -24,6 +24,7 @@ from fastervlm.runtime.call import CallLocal
 from fastervlm.runtime.sequence import Compaction
 from fastervlm.runtime.wrap import InstanceBound, wrap
 
+SCORES_PER_CHUNK = 2**24
 Selection = list[torch.Tensor | LlmMerged]  # per sample: kept visual indices, or kept indices plus made tokens
 
 
@@ -197,17 +198,22 @@ class LlmPruner(InstanceBound):
         cos, sin = (t.expand(batch, *t.shape[1:]) for t in scoring["rope"])
         queries = scoring["query"].view(batch, length, -1, attention.head_dim).transpose(1, 2)
         keys = keys.repeat_interleave(queries.shape[1] // keys.shape[1], dim=1)  # grouped-query heads
+        # Rows in chunks of about 2**24 scores (64 MB in fp32): FitPrune scores every visual row, thousands on
+        # LLaVA-NeXT, whose (heads, rows, L) map would otherwise be gigabytes at once.
+        chunk = max(1, SCORES_PER_CHUNK // (queries.shape[1] * length))
         out = []
         for b in range(batch):
-            r = rows[b]
-            q = self.apply_rope(
-                queries[b : b + 1, :, r], queries[b : b + 1, :, r], cos[b : b + 1, r], sin[b : b + 1, r]
-            )[0]
-            logits = (q.float() @ keys[b : b + 1].float().transpose(-1, -2)) * attention.scaling  # (1, H, q, L)
-            allowed = mask[b].unsqueeze(0) & (torch.arange(length, device=mask.device) <= r.unsqueeze(1))
-            probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)[0]
-            reduced = probs.mean(dim=0) if self.stages.heads == "mean" else probs.max(dim=0).values
-            out.append(reduced[:, self.visual[b]])
+            parts = []
+            for r in rows[b].split(chunk):
+                q = self.apply_rope(
+                    queries[b : b + 1, :, r], queries[b : b + 1, :, r], cos[b : b + 1, r], sin[b : b + 1, r]
+                )[0]
+                logits = (q.float() @ keys[b : b + 1].float().transpose(-1, -2)) * attention.scaling  # (1, H, q, L)
+                allowed = mask[b].unsqueeze(0) & (torch.arange(length, device=mask.device) <= r.unsqueeze(1))
+                probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)[0]
+                reduced = probs.mean(dim=0) if self.stages.heads == "mean" else probs.max(dim=0).values
+                parts.append(reduced[:, self.visual[b]])
+            out.append(torch.cat(parts) if parts else keys.new_zeros(0, int(self.visual[b].sum())).float())
         return out
 
     def _query_rows(self, b: int, real: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 
 import fastervlm
 from fastervlm.methods.fitprune import SCHEDULES, FitPruneConfig, remaining
+from fastervlm.runtime import llm
 from tests.reference import merged_embeddings
 
 LAYERS = 4
@@ -92,6 +93,17 @@ def test_generate_matches_hand_built_layer_loop(make_llava, batch):
         assert generated[b].tolist() == tokens
         for step, want in enumerate(logits):
             torch.testing.assert_close(out.logits[step][b], want, atol=1e-4, rtol=1e-4)
+
+
+def test_scores_in_row_chunks_equal_scores_at_once(make_llava, batch, monkeypatch):
+    """The runtime scores FitPrune's hundreds of rows in chunks (LLaVA-NeXT's would be gigabytes at once)."""
+    model = fastervlm.prune(make_llava(text_layers=LAYERS), method="fitprune", schedule=SCHEDULE)
+    with torch.no_grad():
+        whole = model(**batch).logits
+        kept = [v.tolist() for v in fastervlm.last_report(model).kept_indices[0]]
+        monkeypatch.setattr(llm, "SCORES_PER_CHUNK", 4 * 650 * 37)  # 37 rows of 4 heads x ~650 keys per chunk
+        torch.testing.assert_close(model(**batch).logits, whole)
+    assert [v.tolist() for v in fastervlm.last_report(model).kept_indices[0]] == kept
 
 
 def test_fitted_schedules_are_the_anchors_and_budgets_set_the_mean_per_layer():
