@@ -2,13 +2,13 @@
 `Qwen3VLForConditionalGeneration`).
 
 Dynamic resolution: an image of t x h x w patches (t = 1 for a still image) becomes t x (h/2) x (w/2) tokens after
-the 2 x 2 patch merger, so views differ in size and the budget applies per image (per frame group for videos), to
-its merged tokens. The tower has no [CLS] token: [CLS]-scoring methods run the "received attention" proxy (see
-FasterVLMConfig.score). Positions are M-RoPE (t, h, w) ids, which carry the image's geometry: kept tokens keep the
-ids the stock model gives them on the full sequence, and so does the text after them, in methods that prune inside
-the language model too (FastV, SparseVLM: its recycled tokens take the ids of the visual token they follow; its
-contiguous renumbering would scramble the grid). Tokens made before the LLM have no such place, so merging methods
-that run there (pool, VisionZip) are refused.
+the 2 x 2 patch merger, so views differ in size and the budget applies per image, to its merged tokens; a video's
+views are its frame groups (2 frames each), each with its own budget. The tower has no [CLS] token: [CLS]-scoring
+methods run the "received attention" proxy (see FasterVLMConfig.score). Positions are M-RoPE (t, h, w) ids, which
+carry the image's geometry: kept tokens keep the ids the stock model gives them on the full sequence, and so does
+the text after them, in methods that prune inside the language model too (FastV, SparseVLM: its recycled tokens
+take the ids of the visual token they follow; its contiguous renumbering would scramble the grid). Tokens made
+before the LLM have no such place, so merging methods that run there (pool, VisionZip) are refused.
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ class Qwen2VLAdapter(ModelAdapter):
         return model.model.visual
 
     def modalities(self, model: nn.Module) -> list[Modality]:
-        return [Modality("image", model.config.image_token_id, "get_image_features")]
+        """Images, and videos: a video's frame groups (2 frames each) are its views, each with its own budget."""
+        return [
+            Modality("image", model.config.image_token_id, "get_image_features"),
+            Modality("video", model.config.video_token_id, "get_video_features"),
+        ]
 
     def patches_per_view(self, model: nn.Module) -> None:
         return None
@@ -109,17 +113,18 @@ class Qwen2VLAdapter(ModelAdapter):
         ]
 
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-        if inputs.get("pixel_values_videos") is not None or (inputs.get("mm_encoder_outputs") or {}).get("video"):
-            raise ValueError(
-                "videos are not pruned on Qwen-VL models yet; unprune the model to run videos, or pass images"
-            )
+        encoded = dict(inputs.get("mm_encoder_outputs") or {})
         pixel_values = inputs.pop("pixel_values", None)
-        if pixel_values is None:
-            return inputs
-        image = base.get_image_features(
-            pixel_values=pixel_values, image_grid_thw=inputs.get("image_grid_thw"), return_dict=True
-        )
-        return {**inputs, "mm_encoder_outputs": {**(inputs.get("mm_encoder_outputs") or {}), "image": image}}
+        if pixel_values is not None:
+            encoded["image"] = base.get_image_features(
+                pixel_values=pixel_values, image_grid_thw=inputs.get("image_grid_thw"), return_dict=True
+            )
+        videos = inputs.pop("pixel_values_videos", None)
+        if videos is not None:
+            encoded["video"] = base.get_video_features(
+                pixel_values_videos=videos, video_grid_thw=inputs.get("video_grid_thw"), return_dict=True
+            )
+        return {**inputs, "mm_encoder_outputs": encoded} if encoded else inputs
 
     def full_positions(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """The stock get_rope_index on the caller's full sequence: (3, batch, L) ids."""
@@ -156,3 +161,12 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_classes = ("Qwen3VLForConditionalGeneration",)
     row_aligned_outputs = ("deepstack_features",)
     visual_injections = ("_deepstack_process",)
+
+    def modalities(self, model: nn.Module) -> list[Modality]:
+        return [Modality("image", model.config.image_token_id, "get_image_features")]
+
+    def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Videos are refused: Qwen3-VL interleaves timestamps between frames, which is not handled yet."""
+        if inputs.get("pixel_values_videos") is not None or (inputs.get("mm_encoder_outputs") or {}).get("video"):
+            raise ValueError("videos are not pruned on Qwen3-VL yet; unprune the model to run videos, or pass images")
+        return super().encode(base, inputs)

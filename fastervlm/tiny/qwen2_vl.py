@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    BatchFeature,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -24,7 +28,9 @@ from transformers import (
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Without torchvision, `Qwen2VLImageProcessor` only falls back to this class after a warning.
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
+from transformers.video_processing_utils import VideoProcessorMixin
+from transformers.video_utils import make_batched_videos
 
 from fastervlm.tiny.llava import seeded_model
 
@@ -72,17 +78,62 @@ class OfflineQwen2VLProcessor(Qwen2VLProcessor):
 
     transformers 5.23 looks the video processor up in a registry it replaces with a dummy when torchvision is
     missing (AttributeError: '_extra_content'); images only need that check skipped. The text expansion
-    (one <|image_pad|> per merged token), mm_token_type_ids and batching are the stock code.
+    (one <|image_pad|> per merged token), mm_token_type_ids and batching are the stock code. Videos come from
+    FrameGroupVideoProcessor, checked here as a VideoProcessorMixin directly.
     """
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
         if argument_name == "video_processor" and argument is None:
             return type(None)
+        if argument_name == "video_processor":
+            if not isinstance(argument, VideoProcessorMixin):
+                raise TypeError(f"video_processor must be a VideoProcessorMixin, got {type(argument).__name__}")
+            return VideoProcessorMixin
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
+class FrameGroupVideoProcessor(VideoProcessorMixin):
+    """Qwen2-VL's video preprocessing without torchvision (which transformers 5.23's Qwen2VLVideoProcessor needs).
+
+    The stock steps on PIL frames: every frame resized to the smart_resize of the first (multiples of 28 px within
+    the pixel budget), rescaled and normalised, the last frame repeated to an even count, then patchified as
+    Qwen2VLVideoProcessor.patchify does: consecutive frame pairs form one temporal patch, a frame group, and each
+    group's patches are ordered merge group by merge group. Returns pixel_values_videos (patches, 1176) and
+    video_grid_thw (videos, 3).
+    """
+
+    model_input_names = ["pixel_values_videos", "video_grid_thw"]  # noqa: RUF012 - transformers reads it
+    merge_size = MERGE
+    temporal_patch_size = 2
+
+    def __init__(self, image_processor: Qwen2VLImageProcessorPil) -> None:
+        self.image_processor = image_processor
+
+    def preprocess(self, videos: Any, return_tensors: str | None = None, **kwargs: Any) -> BatchFeature:
+        patch, merge, temporal = PATCH_SIZE, self.merge_size, self.temporal_patch_size
+        size = self.image_processor.size
+        mean = torch.tensor(self.image_processor.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_processor.image_std).view(1, 3, 1, 1)
+        pixels, grids = [], []
+        for frames in make_batched_videos(videos):
+            frames = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
+            height, width = smart_resize(
+                frames[0].height, frames[0].width, patch * merge, size["shortest_edge"], size["longest_edge"]
+            )
+            resized = [np.asarray(f.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)) for f in frames]
+            video = (torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            if pad := -len(video) % temporal:
+                video = torch.cat([video, video[-1:].expand(pad, -1, -1, -1)])
+            t, h, w = len(video) // temporal, height // patch, width // patch
+            groups = video.view(t, temporal, 3, h // merge, merge, patch, w // merge, merge, patch)
+            pixels.append(groups.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(t * h * w, -1))
+            grids.append([t, h, w])
+        data = {"pixel_values_videos": torch.cat(pixels), "video_grid_thw": torch.tensor(grids)}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+
 def tiny_qwen2_vl_processor() -> Qwen2VLProcessor:
-    """Qwen2-VL preprocessing (smart resize to multiples of 28 px, CLIP stats, 2 x 2 merge) for images."""
+    """Qwen2-VL preprocessing (smart resize to multiples of 28 px, CLIP stats, 2 x 2 merge) for images and videos."""
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
         image_mean=OPENAI_CLIP_MEAN,
@@ -91,7 +142,10 @@ def tiny_qwen2_vl_processor() -> Qwen2VLProcessor:
         merge_size=MERGE,
     )
     tokenizer = tiny_qwen_tokenizer()
-    return OfflineQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None)
+    video_processor = FrameGroupVideoProcessor(image_processor)
+    return OfflineQwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
+    )
 
 
 def _text_config(tok: PreTrainedTokenizerFast, layers: int, hidden: int) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from transformers.vision_utils import get_vision_window_index
 
 import fastervlm
 from fastervlm.api import config_of
-from fastervlm.tiny import synthetic_images
+from fastervlm.tiny import synthetic_images, synthetic_video
 from fastervlm.tiny.qwen2_vl import IMAGE_PROMPT, tiny_qwen2_5_vl, tiny_qwen2_vl, tiny_qwen2_vl_processor
 
 FAMILIES = {"qwen2-vl": tiny_qwen2_vl, "qwen2.5-vl": tiny_qwen2_5_vl}
 PROMPTS = [IMAGE_PROMPT + "What is it?", "Hi " + IMAGE_PROMPT + "Describe this one."]
 STEPS = 4
+VIDEO_PROMPT = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,18 @@ def generate(model, inputs, **kwargs):
     )
 
 
-def eager_received(model, inputs) -> list[torch.Tensor]:
-    """The proxy from the eager kernel's own maps at the last vision block, per image, in merged raster order.
+PIXELS = {"image": "pixel_values", "video": "pixel_values_videos"}
+
+
+def encoded(model, inputs, modality: str):
+    """The stock encoder output of the batch's images or videos."""
+    encoder = getattr(model.model, f"get_{modality}_features")
+    return encoder(inputs[PIXELS[modality]], inputs[f"{modality}_grid_thw"])
+
+
+def eager_received(model, inputs, modality: str = "image") -> list[torch.Tensor]:
+    """The proxy from the eager kernel's own maps at the last vision block, per image (or video: its frame groups
+    one after the other), in merged raster order.
 
     Each map is one call of the kernel: an image (full-attention blocks) or a window (windowed blocks); mean over
     heads and queries, then over the 2 x 2 patches of each merged token, then Qwen2.5-VL's window order undone.
@@ -62,11 +73,11 @@ def eager_received(model, inputs) -> list[torch.Tensor]:
     ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(module, "eager_attention_forward", recording)
-        model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        encoded(model, inputs, modality)
     for handle in handles:
         handle.remove()
     merged = torch.cat(maps).view(-1, 4).mean(dim=1)
-    grid = inputs["image_grid_thw"]
+    grid = inputs[f"{modality}_grid_thw"]
     vision = model.config.vision_config
     if getattr(vision, "window_size", None):
         order, _ = get_vision_window_index(grid, 2, vision.window_size, vision.patch_size)
@@ -87,16 +98,17 @@ def test_kept_sets_are_top_k_of_the_eager_received_attention(family, batch):
     assert [views[0].tolist() for views in report.kept_indices] == [k.tolist() for k in expected]
 
 
-def shortened(model, inputs, kept: list[torch.Tensor]) -> dict:
+def shortened(model, inputs, kept: list[torch.Tensor], modality: str = "image") -> dict:
     """The stock model's inputs for the pruned sequence, built by hand: dropped image tokens removed, the stock
     encoder output cut to the kept rows, each kept token's original (t, h, w) ids from the stock get_rope_index,
     contiguous text-row ids."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    grid = f"{modality}_grid_thw"
     positions, _ = model.model.get_rope_index(
-        ids, inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"], attention_mask=mask
+        ids, inputs["mm_token_type_ids"], **{grid: inputs[grid]}, attention_mask=mask
     )
-    encoded = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-    image = ids == model.config.image_token_id
+    output = encoded(model, inputs, modality)
+    image = ids == getattr(model.config, f"{modality}_token_id")
     rows = []
     for b in range(len(ids)):
         keep = mask[b].bool().clone()
@@ -115,10 +127,10 @@ def shortened(model, inputs, kept: list[torch.Tensor]) -> dict:
         rope[:, b, width - len(r) :] = positions[:, b, r]
     text = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     out["position_ids"] = torch.cat([text.unsqueeze(0), rope])
-    encoded.pooler_output = [f[k] for f, k in zip(encoded.pooler_output, kept, strict=True)]
-    if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: the same rows of every deepstack layer
-        encoded.deepstack_features = [[f[k] for f, k in zip(x, kept, strict=True)] for x in encoded.deepstack_features]
-    out["mm_encoder_outputs"] = {"image": encoded}
+    output.pooler_output = [f[k] for f, k in zip(output.pooler_output, kept, strict=True)]
+    if getattr(output, "deepstack_features", None) is not None:  # Qwen3-VL: the same rows of every deepstack layer
+        output.deepstack_features = [[f[k] for f, k in zip(x, kept, strict=True)] for x in output.deepstack_features]
+    out["mm_encoder_outputs"] = {modality: output}
     return out
 
 
@@ -141,6 +153,43 @@ def test_generate_equals_the_stock_model_on_the_shortened_sequence(family, batch
         mask = torch.cat([batch["attention_mask"], torch.ones_like(token)], dim=1)
         second = model(input_ids=token, attention_mask=mask, past_key_values=first.past_key_values)
     assert torch.allclose(second.logits[:, -1], pruned.logits[1], atol=1e-5)
+
+
+def test_video_processor_patchifies_as_the_stock_image_processor(processor):
+    """A still image is a video of one frame pair: the tiny video processor's patches equal the stock image
+    processor's (which repeats the frame), so its (t, h, w) patch order is the stock one."""
+    image = synthetic_images(1)[0]
+    still = processor.image_processor(images=[image], return_tensors="pt")
+    video = processor.video_processor(videos=[[image, image]], return_tensors="pt")
+    assert torch.equal(video["video_grid_thw"], still["image_grid_thw"])
+    assert torch.allclose(video["pixel_values_videos"], still["pixel_values"], atol=1e-5)
+
+
+def test_videos_keep_the_top_k_of_each_frame_group_and_generate_like_the_stock_model(processor):
+    """Two 4-frame videos (2 frame groups each) of different sizes, left padded: each frame group keeps the top
+    half of its own received attention; generate equals the stock model on the shortened sequence."""
+    videos = [synthetic_video(frames=4), synthetic_video(frames=4, seed=1, size=(200, 300))]
+    prompts = [VIDEO_PROMPT + "What happens?", "Hi " + VIDEO_PROMPT + "Why?"]
+    inputs = processor(videos=videos, text=prompts, padding=True, return_tensors="pt")
+    eager, stock, model = tiny_qwen2_5_vl(attn_implementation="eager"), tiny_qwen2_5_vl(), tiny_qwen2_5_vl()
+    expected = []
+    frame_groups = inputs["video_grid_thw"][:, 0].tolist()
+    for scores, t in zip(eager_received(eager, inputs, "video"), frame_groups, strict=True):
+        groups = scores.view(t, -1)
+        expected.append(list(groups.topk(round(0.5 * groups.shape[1]), dim=-1).indices.sort(dim=-1).values))
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with torch.no_grad():
+        pruned = generate(model, inputs)
+        views = fastervlm.last_report(model).kept_indices
+        rows = [
+            torch.cat([v + i * (h // 2) * (w // 2) for i, v in enumerate(vs)])
+            for vs, (_, h, w) in zip(views, inputs["video_grid_thw"].tolist(), strict=True)
+        ]
+        reference = generate(stock, shortened(stock, inputs, rows, "video"))
+    assert [[v.tolist() for v in vs] for vs in views] == [[v.tolist() for v in vs] for vs in expected]
+    assert torch.equal(pruned.sequences[:, -STEPS:], reference.sequences[:, -STEPS:])
+    for got, want in zip(pruned.logits, reference.logits, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_rope_deltas_continue_from_the_original_positions(processor):
@@ -208,13 +257,6 @@ def test_refusals_name_the_choice():
     with pytest.raises(ValueError, match="score must be one of"):
         fastervlm.prune(model, "fastervlm", score="mean")
     assert not hasattr(model, "_fastervlm")
-    fastervlm.prune(model, "fastervlm", ratio=0.5)
-    with pytest.raises(ValueError, match="videos are not pruned on Qwen-VL models yet"):
-        model(
-            input_ids=torch.tensor([[5]]),
-            pixel_values_videos=torch.zeros(4, 1176),
-            video_grid_thw=torch.tensor([[1, 2, 2]]),
-        )
 
 
 def test_llava_keeps_the_cls_score(tiny):

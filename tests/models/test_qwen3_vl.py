@@ -131,3 +131,10 @@ def test_batched_equals_one_by_one(method, options, processor, batch):
                 **processor(images=[image], text=[prompt], return_tensors="pt"), max_new_tokens=STEPS, do_sample=False
             )
             assert torch.equal(alone[0, -STEPS:], together[b, -STEPS:])
+
+
+def test_videos_are_refused_not_run_unpruned(batch):
+    model = fastervlm.prune(tiny_qwen3_vl(), "fastervlm", ratio=0.5)
+    video = {"pixel_values_videos": torch.zeros(4, 1536), "video_grid_thw": torch.tensor([[1, 2, 2]])}
+    with pytest.raises(ValueError, match="videos are not pruned on Qwen3-VL yet"):
+        model(input_ids=batch["input_ids"][:1], **video)
