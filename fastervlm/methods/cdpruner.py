@@ -31,15 +31,15 @@ class CDPrunerConfig:
     instruction's CLIP text embedding, min-max normalised per view (+1e-6). Greedy MAP inference (Chen et al. 2018)
     picks k tokens. text_tower: the CLIP checkpoint (hub id or directory) whose text tower, projections and
     post-norm match the vision tower. tokenizer: the language model's tokenizer that decodes the instruction from
-    input_ids (None: the model's own name_or_path). remove: strings cut from the instruction (the chat template's
-    answer cue; the benchmark line the reference strips).
+    input_ids (None: the model's own name_or_path). remove: strings cut from the instruction (the Vicuna and Mistral
+    chat templates' answer cues; the benchmark line the reference strips).
     """
 
     ratio: float | None = 0.9
     tokens: int | None = None
     text_tower: str = REFERENCE_TOWER
     tokenizer: str | None = None
-    remove: tuple[str, ...] = (ANSWER_FORMAT, "ASSISTANT:")
+    remove: tuple[str, ...] = (ANSWER_FORMAT, "ASSISTANT:", "[/INST]")
 
     def __post_init__(self) -> None:
         Budget(self.ratio, self.tokens)

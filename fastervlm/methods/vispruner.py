@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastervlm.budget import Budget, check_fraction
+from fastervlm.budget import Budget
 from fastervlm.methods.signals import ViewSignals
 
 DROP_PER_ROUND = 8  # the reference removes at most 8 near-duplicates per matching round
@@ -24,7 +24,8 @@ class VisPrunerConfig:
     Diverse patches: among the patches not chosen as important, in descending attention order, rounds of
     matching drop near-duplicates until k - important remain: split them alternately into A and B, score each
     A patch by its highest cosine similarity to any B patch (projector-input features), drop the min(8, excess)
-    highest-scoring A patches. The reference assumes an even number left each round (it fails on an odd one, as at
+    highest-scoring A patches. Similarities in fp32; ties in either ranking fall as torch's argsort breaks them,
+    as in the reference. The reference assumes an even number left each round (it fails on an odd one, as at
     ratio 0.9: 576 - 29); here A is simply the one patch larger then.
     """
 
@@ -34,9 +35,12 @@ class VisPrunerConfig:
 
     def __post_init__(self) -> None:
         Budget(self.ratio, self.tokens)
-        if isinstance(self.important_ratio, bool) or not isinstance(self.important_ratio, (int, float)):
-            raise ValueError(f"important_ratio must be a number in [0, 1], got {self.important_ratio!r}")
-        check_fraction("important_ratio", self.important_ratio)
+        value = self.important_ratio
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"important_ratio must be a number in [0, 1] (the share of the budget kept by [CLS] attention), "
+                f"got {value!r}"
+            )
 
     @property
     def budget(self) -> Budget:
@@ -69,4 +73,4 @@ def drop_duplicates(normed: torch.Tensor, residual: torch.Tensor, count: int) ->
         most_similar = (normed[a] @ normed[b].T).max(dim=-1).values
         distinct = most_similar.argsort(descending=True)[drop:]
         residual = torch.cat([a[distinct], b])
-    return residual[:count] if count > 0 else residual[:0]
+    return residual[:count]

@@ -82,8 +82,18 @@ class Installation(InstanceBound):
 
     @classmethod
     def attach(cls, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> Installation:
+        """Install every hook and wrapper; a check that fails part way undoes what was installed, so a refused
+        prune() leaves the stock model (a stale hook would silently change a later prune's results)."""
         self = cls(model, adapter, config)
-        config = self.config
+        try:
+            self._install()
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def _install(self) -> None:
+        model, adapter, config = self.model, self.adapter, self.config
         score_layer = getattr(config, "score_layer", None)
         if self.method.stage == "vision" and self.method.merges and not adapter.supports_merging:
             raise ValueError(
@@ -140,7 +150,6 @@ class Installation(InstanceBound):
         for name in ("generate_batch", "init_continuous_batching"):
             if hasattr(model, name):
                 self.undos.append(wrap(model, name, refuse_continuous_batching))
-        return self
 
     def _llm_stages(self, stages: LlmStages) -> LlmStages:
         """On models whose positions carry geometry (adapter positions="original", M-RoPE) tokens keep their ids in
