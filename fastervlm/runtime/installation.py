@@ -141,7 +141,7 @@ class Installation(InstanceBound):
                     self.probes[modality.name] = probe
                     self.undos += probe.removers()
                 self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
-            if not adapter.selects_after_encoding:
+            if not all(adapter.after_encoding(m.name) for m in self.modalities):
                 projector = adapter.projector(model)
                 self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
                 self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
@@ -201,7 +201,7 @@ class Installation(InstanceBound):
                 probe.disarm()
         if not hasattr(output, "pooler_output"):
             raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
-        if self.adapter.selects_after_encoding:
+        if self.adapter.after_encoding(modality):
             attach_selections(output, self._select_encoded(modality, named, output.pooler_output, probe))
             return output
         kept, self._kept = self._kept, None
@@ -244,6 +244,8 @@ class Installation(InstanceBound):
         """
         layout = self.adapter.encoded_layout(self.model, modality, inputs)
         scores = probe.scores if probe is not None else None
+        if scores is not None:
+            scores = self.adapter.merged_scores(self.model, modality, scores).flatten()
         if scores is not None and layout.order is not None:
             scores = torch.empty_like(scores).index_copy_(0, layout.order.to(scores.device), scores)
         if len(layout.items) != len(pooled):
@@ -251,8 +253,10 @@ class Installation(InstanceBound):
         selections, start = [], 0
         for (views, grid), features in zip(layout.items, pooled, strict=True):
             n = grid[0] * grid[1]
-            if views * n != len(features):
-                raise RuntimeError(f"an item of {views} x {grid} merged tokens came with {len(features)} features")
+            if views * n + layout.extra != len(features):
+                raise RuntimeError(
+                    f"an item of {views} x {grid} tokens (+ {layout.extra}) came with {len(features)} features"
+                )
             signals = ViewSignals(
                 num_patches=n,
                 num_views=views,
@@ -261,10 +265,11 @@ class Installation(InstanceBound):
             )
             kept = self.method.select(self.config, signals)
             offsets = torch.arange(views, device=kept.device).unsqueeze(1) * n
+            always = torch.arange(views * n, views * n + layout.extra, device=kept.device)
             selections.append(
                 ImageSelection(
-                    rows=(kept + offsets).flatten().to(features.device),
-                    num_rows=views * n,
+                    rows=torch.cat([(kept + offsets).flatten(), always]).to(features.device),
+                    num_rows=views * n + layout.extra,
                     views=list(kept),
                     view_sizes=[n] * views,
                 )
@@ -273,7 +278,7 @@ class Installation(InstanceBound):
         return selections
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
-        if self._encoding is None:
+        if self._encoding is None or self.adapter.after_encoding(self._encoding):
             return None
         features = args[0]
         probe = self.probes.get(self._encoding)
@@ -321,7 +326,7 @@ class Installation(InstanceBound):
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""
-        if self._encoding is None or self._rows is None:
+        if self._encoding is None or self._rows is None or self.adapter.after_encoding(self._encoding):
             return None
         rows, num_rows = self._rows
         full = output.new_zeros(output.shape[0], num_rows, output.shape[-1])
