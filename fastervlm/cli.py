@@ -106,7 +106,13 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     print_table(demo.table(runs))
     grid, size = family.view(model, processor, inputs)
-    kept = {demo.panel_title(r): bright_patches(r.first_kept, r.first_merged, grid[0] * grid[1]) for r in runs[1:]}
+    # Merged tokens are counted per image: only a one-view image can say that they came from its first view.
+    kept = {
+        demo.panel_title(r): bright_patches(
+            r.first_kept, r.first_merged if r.first_views == 1 else 0, grid[0] * grid[1]
+        )
+        for r in runs[1:]
+    }
     first, name = (samples[0], "image 1") if media == "images" else (samples[0][0], "video 1, frame 1")
     path = kept_grid_figure(family.first_view(first, size), kept, grid, args.out, size=size)
     print(f"kept patches of {name} written to {path}")

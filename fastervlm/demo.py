@@ -330,6 +330,7 @@ class Run:
     generate_ms: float
     first_kept: torch.Tensor | None  # first sample's first view (image or frame): kept patch indices, raster order
     first_merged: int = 0  # tokens the method made from patches (merged, pooled, recycled) in the first sample
+    first_views: int = 1  # views of the first sample (LLaVA-NeXT: base + crops); first_kept is its first view's
 
 
 def median_ms(step: Callable[[], Any], repeats: int, device: torch.device) -> float:
@@ -385,7 +386,10 @@ def measure(
     first = [length - t for length, t in zip(report.llm_input_lengths, text, strict=True)]
     last = [lengths[-1] - t for lengths, t in zip(report.seq_len_per_layer, text, strict=True)]
     merged = last[0] - report.kept_per_sample[0] if method_entry(method_name(config)).merges else 0
-    return Run(config, first, last, cut_layers(report), prefill_ms, generate_ms, report.kept_indices[0][0], merged)
+    views = len(report.kept_indices[0])
+    return Run(
+        config, first, last, cut_layers(report), prefill_ms, generate_ms, report.kept_indices[0][0], merged, views
+    )
 
 
 def run_all(
@@ -425,7 +429,7 @@ def cut_label(run: Run) -> str:
 def panel_title(run: Run) -> str:
     """The PNG panel's title for the first view (see fastervlm.viz.kept.panel_title)."""
     last_cut = run.cut_before[-1] if run.cut_before else None
-    return kept_title(budget_label(run.config), len(run.first_kept), run.first_merged, last_cut)
+    return kept_title(budget_label(run.config), len(run.first_kept), run.first_merged, last_cut, run.first_views)
 
 
 def per_sample(counts: list[int]) -> str:

@@ -12,6 +12,7 @@ import torch
 import fastervlm
 from fastervlm.methods import METHODS
 from fastervlm.tiny.clip_text import tiny_method_options
+from tests.test_api import hook_ids
 from tests.test_matrix import text_layers_for
 
 COPY_ERROR = "a pruned model cannot be deep-copied or pickled"
@@ -65,3 +66,34 @@ def test_labels_with_return_dict_false_give_the_stock_tuple(make_llava, batch):
     assert torch.equal(got[0], as_dict.loss) and torch.equal(got[1], as_dict.logits)
     assert next(iter(as_dict.keys())) == "loss" and torch.equal(as_dict["loss"], as_dict.loss)
     assert isinstance(plain, tuple) and torch.equal(plain[0], as_dict.logits)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("fastervlm", {"tokens": 10**9}),
+        ("visionzip", {"dominant": 500, "contextual": 100}),
+        ("fastv", {"layer": 100}),
+        ("sparsevlm", {"layers": (1, 2, 50)}),
+    ],
+)
+def test_a_refused_prune_leaves_the_stock_model(make_llava, batch, method, options):
+    """Checks that fail after some hooks went in undo them: a later prune must not inherit a stale one."""
+    model = make_llava(text_layers=4)
+    with torch.no_grad():
+        expected = model(**batch).logits
+    hooks, attributes = hook_ids(model), instance_attributes(model)
+    with pytest.raises(ValueError):
+        fastervlm.prune(model, method=method, **options)
+    assert hook_ids(model) == hooks and instance_attributes(model) == attributes
+    fastervlm.prune(model, method="fastervlm", ratio=0.5, score_layer=-1)  # scores the layer a stale trim skipped
+    with torch.no_grad():
+        model(**batch)
+    fastervlm.unprune(model)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, expected)
+
+
+def instance_attributes(model: torch.nn.Module) -> set[tuple[str, str]]:
+    """Callables set on module instances (our wrappers live there; the stock model sets none)."""
+    return {(name, key) for name, m in model.named_modules() for key, v in vars(m).items() if callable(v)}

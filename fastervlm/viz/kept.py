@@ -22,17 +22,20 @@ def cut_layers(report: Report, sample: int = 0) -> list[int]:
     return [layer for layer in range(1, len(lengths)) if lengths[layer] < lengths[layer - 1]]
 
 
-def panel_title(budget: str, kept: int, merged: int, last_cut: int | None) -> str:
+def panel_title(budget: str, kept: int, merged: int, last_cut: int | None, views: int = 1) -> str:
     """A kept-patch panel's title: what the view keeps as is, what the method made, and which LLM layers see it.
 
     last_cut: the LLM layer from which on the sequence is final (in-LLM methods); None before the LLM. A view
     that keeps no patch as is but gets merged tokens (2-D pooling) says so and is drawn undimmed (bright_patches).
+    views: the image's views (LLaVA-NeXT's base + crops); merged tokens are counted per image, so with several
+    views the title says the count is the whole image's.
     """
-    what = (
-        f"{merged} merged, none as is"
-        if not kept and merged
-        else f"{kept} kept" + (f" + {merged} merged" if merged else "")
-    )
+    if views > 1:
+        what = f"{kept} kept" + (f" (+ {merged} merged, whole image)" if merged else "")
+    elif not kept and merged:
+        what = f"{merged} merged, none as is"
+    else:
+        what = f"{kept} kept" + (f" + {merged} merged" if merged else "")
     return f"{budget}: {what}" + (f"\nwhat LLM layers {last_cut}+ see" if last_cut is not None else "")
 
 

@@ -52,3 +52,17 @@ def test_overlay_names_what_the_report_holds(scene):
         overlay(image, reports[0], view=2)
     with pytest.raises(ValueError, match="did not apply"):
         overlay(image, Report(method="fastv", note="no image in the batch"))
+
+
+def test_panel_titles_say_what_is_kept_merged_and_where():
+    from fastervlm.viz.kept import bright_patches, panel_title
+
+    assert panel_title("ratio 0.9", 58, 0, None) == "ratio 0.9: 58 kept"
+    assert panel_title("ratio 0.9", 48, 10, None) == "ratio 0.9: 48 kept + 10 merged"
+    assert panel_title("ratio 0.9", 0, 56, None) == "ratio 0.9: 56 merged, none as is"
+    assert panel_title("ratio 0.9", 58, 0, 2) == "ratio 0.9: 58 kept\nwhat LLM layers 2+ see"
+    # Several views (LLaVA-NeXT): merged tokens are the image's, never "none as is" for the view drawn.
+    title = "ratio 0.9: 0 kept (+ 3 merged, whole image)\nwhat LLM layers 16+ see"
+    assert panel_title("ratio 0.9", 0, 3, 16, views=3) == title
+    assert bright_patches(torch.tensor([], dtype=torch.long), 56, 576).tolist() == list(range(576))
+    assert bright_patches(torch.tensor([3, 7]), 10, 576).tolist() == [3, 7]
