@@ -18,7 +18,7 @@ SCALE=${GPU_BENCH_SCALE:-1}
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-gpu}
 
-if "$PYTHON" -c 'import torch, transformers, fastervlm' 2>/dev/null; then
+if "$PYTHON" -c 'import fastervlm.bench.gpu, fastervlm.bench.latency' 2>/dev/null; then
     echo "== using $PYTHON ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)'))"
 else
     echo "== installing into $VENV: ${TORCH_SPEC:-torch}, then fastervlm with its dependencies"

@@ -70,10 +70,12 @@ class EncodedLayout:
     items[i] = (views, (rows, cols)): item i holds `views` views of a rows x cols merged grid each, in raster order.
     order: (groups,) the raster index of each merged row in the order the tower keeps them (Qwen2.5-VL's windows);
     None when the tower keeps raster order.
+    extra: rows each item's features hold after its views, always kept (LLaVA-OneVision's newline ending a video).
     """
 
     items: list[tuple[int, tuple[int, int]]]
     order: torch.Tensor | None = None
+    extra: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,19 @@ class ModelAdapter:
             "has one: use score='cls'"
         )
 
+    def after_encoding(self, modality: str) -> bool:
+        """Whether this modality's tokens are picked from the encoder's output (`encoded_layout`), not at the
+        projector's input: views of varying size, or features the model pools after the projector."""
+        return self.selects_after_encoding
+
     def encoded_layout(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> EncodedLayout:
-        """For `selects_after_encoding` families: the items and views of one encoder call (its arguments by name)."""
+        """For modalities picked after encoding: the items and views of one encoder call (its arguments by name)."""
         raise NotImplementedError
+
+    def merged_scores(self, model: nn.Module, modality: str, scores: torch.Tensor) -> torch.Tensor:
+        """The probe's scores as one score per encoder output row (views in order), for modalities picked after
+        encoding; the default takes them as they are."""
+        return scores
 
     def full_positions(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """For positions="original", when the caller passed none: the stock (rows, batch, L) position ids of the

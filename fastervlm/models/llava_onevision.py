@@ -9,20 +9,25 @@ LLaVA-NeXT adapter's layouts, candidates and per-view budgets serve as they are;
 - "anyres_max_9": when an image's unpadded grid exceeds 9 views' worth of patches by 10 %, the stock code shrinks
   it by bilinear interpolation, which blends patches into new tokens that belong to no view; such an image is
   refused with a message (the 9-crop limit is only reached by images larger than 3 x 3 views).
-- Videos (frames pooled 2 x 2 after the projector) are not pruned yet: a video input is refused, never run unpruned.
+- Videos: every frame goes through the tower as a view, is projected, then pooled 2 x 2 (bilinear: 27 x 27 ->
+  14 x 14), and the video ends in one newline. A frame's budget applies to its pooled tokens, picked after the
+  pooling by the received attention pooled the same way (each pooled token scores as the patches it blends); the
+  newline is always kept.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
-from fastervlm.models.base import VisionAttention
+from fastervlm.models.base import EncodedLayout, Modality, VisionAttention
 from fastervlm.models.llava_next import NEWLINE, Layout, LlavaNextAdapter
 from fastervlm.runtime.wrap import wrap
 
@@ -57,6 +62,49 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
 
     model_classes = ("LlavaOnevisionForConditionalGeneration",)
     options = {"newline": ("all", "row", "none")}  # noqa: RUF012 - read-only class table
+    towers = {"image": "vision_tower", "video": "vision_tower"}  # noqa: RUF012 - one tower for both
+
+    def modalities(self, model: nn.Module) -> list[Modality]:
+        return [
+            Modality("image", model.config.image_token_id, "get_image_features"),
+            Modality("video", model.config.video_token_id, "get_video_features"),
+        ]
+
+    def after_encoding(self, modality: str) -> bool:
+        """Video frames are pooled after the projector, so their tokens are picked from the encoder's output."""
+        return modality == "video"
+
+    def pooled_side(self, model: nn.Module) -> int:
+        """The side of a frame's pooled grid: apply_pooling's ceil(side / 2) (27 -> 14)."""
+        vision = model.config.vision_config
+        return math.ceil(vision.image_size // vision.patch_size / 2)
+
+    def encoded_layout(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> EncodedLayout:
+        """Per video, its frames of pooled tokens, then the newline that ends it."""
+        videos, frames = inputs["pixel_values_videos"].shape[:2]
+        side = self.pooled_side(model)
+        return EncodedLayout([(frames, (side, side))] * videos, extra=1)
+
+    def row_sources(
+        self, model: nn.Module, modality: str, inputs: dict[str, Any], pooler_output: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, list[int]]]:
+        """Images: the recorded anyres layout (LLaVA-NeXT's); a video: its frames' pooled tokens, then a newline."""
+        if modality != "video":
+            return super().row_sources(model, modality, inputs, pooler_output)
+        layout = self.encoded_layout(model, modality, inputs)
+        out = []
+        for (frames, (rows, cols)), features in zip(layout.items, pooler_output, strict=True):
+            tokens = frames * rows * cols
+            newline = torch.full((layout.extra,), -1)
+            out.append((torch.cat([torch.arange(tokens), newline]).to(features.device), [rows * cols] * frames))
+        return out
+
+    def merged_scores(self, model: nn.Module, modality: str, scores: torch.Tensor) -> torch.Tensor:
+        """(frames, N) patch scores pooled as apply_pooling pools the features: bilinear to the pooled grid."""
+        vision = model.config.vision_config
+        side, pooled = vision.image_size // vision.patch_size, self.pooled_side(model)
+        grid = scores.view(-1, 1, side, side)
+        return F.interpolate(grid, size=[pooled, pooled], mode="bilinear").flatten(1)
 
     def check(self, model: nn.Module, needs: frozenset[str], score_layer: int | None) -> None:
         config = model.config
@@ -112,6 +160,8 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
 
     def candidates(self, model: nn.Module, modality: str, inputs: dict[str, Any]) -> torch.Tensor | None:
         """The patches unpadding keeps, per view, from the stock packing run before the encoder (as LLaVA-NeXT)."""
+        if modality == "video":
+            return None
         config = model.config
         vision = config.vision_config
         patches = (vision.image_size // vision.patch_size) ** 2
@@ -132,22 +182,26 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         return torch.cat(masks).to(inputs["pixel_values"].device)
 
     def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-        encoded = inputs.get("mm_encoder_outputs") or {}
-        if inputs.get("pixel_values_videos") is not None or encoded.get("video") is not None:
-            raise ValueError(
-                "videos are not pruned on LLaVA-OneVision yet (its frames are pooled after the projector); "
-                "unprune the model to run videos, or pass images"
-            )
+        encoded = dict(inputs.get("mm_encoder_outputs") or {})
+        layer = inputs.pop("vision_feature_layer", None)
+        strategy = inputs.pop("vision_feature_select_strategy", None)
         pixel_values = inputs.pop("pixel_values", None)
-        if pixel_values is None:
-            return inputs
-        image = base.get_image_features(
-            pixel_values=pixel_values,
-            image_sizes=inputs.pop("image_sizes", None),
-            vision_feature_layer=inputs.pop("vision_feature_layer", None),
-            vision_feature_select_strategy=inputs.pop("vision_feature_select_strategy", None),
-            vision_aspect_ratio=inputs.pop("vision_aspect_ratio", None),
-            batch_num_images=inputs.pop("batch_num_images", None),
-            return_dict=True,
-        )
-        return {**inputs, "mm_encoder_outputs": {**encoded, "image": image}}
+        if pixel_values is not None:
+            encoded["image"] = base.get_image_features(
+                pixel_values=pixel_values,
+                image_sizes=inputs.pop("image_sizes", None),
+                vision_feature_layer=layer,
+                vision_feature_select_strategy=strategy,
+                vision_aspect_ratio=inputs.pop("vision_aspect_ratio", None),
+                batch_num_images=inputs.pop("batch_num_images", None),
+                return_dict=True,
+            )
+        videos = inputs.pop("pixel_values_videos", None)
+        if videos is not None:
+            encoded["video"] = base.get_video_features(
+                pixel_values_videos=videos,
+                vision_feature_layer=layer,
+                vision_feature_select_strategy=strategy,
+                return_dict=True,
+            )
+        return {**inputs, "mm_encoder_outputs": encoded} if encoded else inputs

@@ -52,6 +52,7 @@ class Installation(InstanceBound):
     _plan = CallLocal()  # of this context's last pruned prefill
     _step_plans = CallLocal(())  # of the current forward call, in order, for its labels
     _report = CallLocal()  # of this context's last prefill
+    _continuing = CallLocal()  # the plan of a cache generate() continues on its compact view
 
     def __init__(self, model: nn.Module, adapter: ModelAdapter, config: MethodConfig) -> None:
         self.model, self.adapter, self.config = model, adapter, config
@@ -140,7 +141,7 @@ class Installation(InstanceBound):
                     self.probes[modality.name] = probe
                     self.undos += probe.removers()
                 self.undos.append(wrap(base, modality.encoder, self._encoder_for(modality.name)))
-            if not adapter.selects_after_encoding:
+            if not all(adapter.after_encoding(m.name) for m in self.modalities):
                 projector = adapter.projector(model)
                 self.undos.append(projector.register_forward_pre_hook(self._project_kept_only).remove)
                 self.undos.append(projector.register_forward_hook(self._restore_rows).remove)
@@ -200,7 +201,7 @@ class Installation(InstanceBound):
                 probe.disarm()
         if not hasattr(output, "pooler_output"):
             raise ValueError(f"{original.__name__} must be called with return_dict=True on a pruned model")
-        if self.adapter.selects_after_encoding:
+        if self.adapter.after_encoding(modality):
             attach_selections(output, self._select_encoded(modality, named, output.pooler_output, probe))
             return output
         kept, self._kept = self._kept, None
@@ -243,6 +244,8 @@ class Installation(InstanceBound):
         """
         layout = self.adapter.encoded_layout(self.model, modality, inputs)
         scores = probe.scores if probe is not None else None
+        if scores is not None:
+            scores = self.adapter.merged_scores(self.model, modality, scores).flatten()
         if scores is not None and layout.order is not None:
             scores = torch.empty_like(scores).index_copy_(0, layout.order.to(scores.device), scores)
         if len(layout.items) != len(pooled):
@@ -250,20 +253,25 @@ class Installation(InstanceBound):
         selections, start = [], 0
         for (views, grid), features in zip(layout.items, pooled, strict=True):
             n = grid[0] * grid[1]
-            if views * n != len(features):
-                raise RuntimeError(f"an item of {views} x {grid} merged tokens came with {len(features)} features")
+            if views * n + layout.extra != len(features):
+                raise RuntimeError(
+                    f"an item of {views} x {grid} tokens (+ {layout.extra}) came with {len(features)} features"
+                )
             signals = ViewSignals(
                 num_patches=n,
                 num_views=views,
                 grid=grid,
                 received_attention=None if scores is None else scores[start : start + views * n].view(views, n),
+                # The encoder's output rows are the LLM's input embeddings of these tokens (merged, or pooled).
+                projected=features[: views * n].view(views, n, -1) if "projected_features" in self.needs else None,
             )
             kept = self.method.select(self.config, signals)
             offsets = torch.arange(views, device=kept.device).unsqueeze(1) * n
+            always = torch.arange(views * n, views * n + layout.extra, device=kept.device)
             selections.append(
                 ImageSelection(
-                    rows=(kept + offsets).flatten().to(features.device),
-                    num_rows=views * n,
+                    rows=torch.cat([(kept + offsets).flatten(), always]).to(features.device),
+                    num_rows=views * n + layout.extra,
                     views=list(kept),
                     view_sizes=[n] * views,
                 )
@@ -272,7 +280,7 @@ class Installation(InstanceBound):
         return selections
 
     def _project_kept_only(self, module: nn.Module, args: tuple) -> tuple | None:
-        if self._encoding is None:
+        if self._encoding is None or self.adapter.after_encoding(self._encoding):
             return None
         features = args[0]
         probe = self.probes.get(self._encoding)
@@ -320,7 +328,7 @@ class Installation(InstanceBound):
 
     def _restore_rows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         """Give the encoder its usual (views, rows, dim) shape; dropped rows stay zero and never reach the LLM."""
-        if self._encoding is None or self._rows is None:
+        if self._encoding is None or self._rows is None or self.adapter.after_encoding(self._encoding):
             return None
         rows, num_rows = self._rows
         full = output.new_zeros(output.shape[0], num_rows, output.shape[-1])
@@ -337,6 +345,9 @@ class Installation(InstanceBound):
         )
         if cache is not None and cache in self._plans and not visual:
             plan, llm_plans = self._plans[cache]
+            if self._continuing is plan:  # generate() continuing the cache runs on its compact view already
+                self._step_plans = ()
+                return self._run(original, inputs, "decode", plans=llm_plans)
             return self._run(original, self._translate_step(inputs, cache, plan), "decode", plans=llm_plans)
         inputs = self.adapter.encode(self.adapter.base(self.model), inputs)
         encoded = inputs.get("mm_encoder_outputs") or {}
@@ -509,12 +520,54 @@ class Installation(InstanceBound):
         check_generate(self.model, kwargs, self.method_name if self.llm is not None else None)
         cache = kwargs.get("past_key_values")
         if self.llm is None and cache is not None and cache.get_seq_length() > 0:
-            raise ValueError(
-                f"generate() cannot continue from a non-empty past_key_values with {self.method_name!r}: the cache "
-                "holds the shortened prompt, which generate() would index by the full input_ids. Call generate() on "
-                "the prompt plus the tokens so far without past_key_values, or decode step by step with forward()"
-            )
+            return self._continue(original, cache, *args, **kwargs)
         return original(*args, **kwargs)
+
+    def _continue(self, original: Callable[..., Any], cache: Any, *args: Any, **kwargs: Any) -> Any:
+        """generate() from a pruned prefill's returned cache, given the caller's whole text so far.
+
+        generate() indexes input_ids by the cache's length, which holds the shortened prompt; so it gets the
+        compact view (the prompt as the cache holds it, then the caller's later tokens), decode steps run on it as
+        is, and the caller's own prompt goes back in front of the result, as stock generate returns it.
+        """
+        if cache not in self._plans:
+            raise ValueError(
+                f"past_key_values holds {cache.get_seq_length()} tokens but no pruned prefill of this model made it; "
+                "generate() continues only a cache this pruned model returned"
+            )
+        plan, _ = self._plans[cache]
+        inputs = named_arguments(original, args, kwargs)
+        input_ids = inputs.pop("input_ids", None)
+        if input_ids is None:
+            input_ids = inputs.pop("inputs", None)
+        if input_ids is None or input_ids.shape[1] < plan.prefill_len:
+            raise ValueError(
+                f"continuing from past_key_values needs input_ids with the whole text so far: the {plan.prefill_len}-"
+                "token prompt the cache was built from, then every token generated since"
+            )
+        prompt, later = input_ids[:, : plan.prefill_len], input_ids[:, plan.prefill_len :]
+        mask = inputs.get("attention_mask")
+        tail = torch.ones_like(later) if mask is None else mask[:, plan.prefill_len :]
+        inputs["attention_mask"] = torch.cat([plan.mask.to(tail.device, tail.dtype), tail], dim=1)
+        compact = torch.cat([plan.gather(prompt, fill=self._pad_id()), later], dim=1)
+        for name in PER_TOKEN_INPUTS:
+            if inputs.get(name) is not None:
+                values = inputs[name]
+                inputs[name] = torch.cat(
+                    [plan.gather(values[:, : plan.prefill_len], fill=0), values[:, plan.prefill_len :]], 1
+                )
+        self._continuing = plan
+        try:
+            output = original(input_ids=compact, **inputs)
+        finally:
+            self._continuing = None
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        rows = sequences.shape[0] // input_ids.shape[0]
+        full = torch.cat([input_ids.repeat_interleave(rows, dim=0), sequences[:, compact.shape[1] :]], dim=1)
+        if isinstance(output, torch.Tensor):
+            return full
+        output.sequences = full
+        return output
 
     # Labels: the loss is the pruned model's, over the tokens that reached the LLM.
 

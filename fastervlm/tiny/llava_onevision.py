@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
 from transformers import (
+    BatchFeature,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionProcessor,
@@ -19,6 +23,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 # Without torchvision, `LlavaOnevisionImageProcessor` only falls back to this class after a warning.
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+from transformers.video_processing_utils import VideoProcessorMixin
+from transformers.video_utils import make_batched_videos
 
 from fastervlm.tiny.llava import seeded_model, tiny_towers
 from fastervlm.tiny.video_llava import tiny_video_llava_tokenizer
@@ -29,17 +35,46 @@ VIEW_PATCHES = (VIEW_SIZE // PATCH_SIZE) ** 2  # 36
 GRID_PINPOINTS = [[VIEW_SIZE * rows, VIEW_SIZE * cols] for rows in (1, 2, 3) for cols in (1, 2, 3)]
 
 
+class FrameVideoProcessor(VideoProcessorMixin):
+    """LLaVA-OneVision's video preprocessing without torchvision (which its stock video processor needs).
+
+    The stock steps, frame by frame: bicubic resize to the view size (no crop), rescale, normalise with CLIP's
+    statistics. Returns pixel_values_videos (videos, frames, 3, side, side).
+    """
+
+    model_input_names = ["pixel_values_videos"]  # noqa: RUF012 - transformers reads this class attribute
+
+    def __init__(self, side: int = VIEW_SIZE) -> None:
+        self.side = side
+
+    def preprocess(self, videos: Any, return_tensors: str | None = None, **kwargs: Any) -> BatchFeature:
+        mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+        clips = []
+        for frames in make_batched_videos(videos):
+            resized = [
+                np.asarray(Image.fromarray(np.asarray(f)).convert("RGB").resize((self.side, self.side), Image.BICUBIC))
+                for f in frames
+            ]
+            clips.append((torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+        return BatchFeature({"pixel_values_videos": torch.stack(clips)}, tensor_type=return_tensors)
+
+
 class OfflineLlavaOnevisionProcessor(LlavaOnevisionProcessor):
-    """The stock LlavaOnevisionProcessor for images, constructible without torchvision.
+    """The stock LlavaOnevisionProcessor, constructible without torchvision.
 
     transformers 5.23 looks the video processor up in a registry it replaces with a dummy when torchvision is
-    missing (AttributeError: '_extra_content'); images only need that check skipped. The placeholder counts
-    (unpadding, newlines, anyres_max_9) and batching are the stock code.
+    missing (AttributeError: '_extra_content'); that check alone is replaced, by a direct isinstance. The
+    placeholder counts (unpadding, newlines, anyres_max_9, pooled frames) and batching are the stock code.
     """
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
         if argument_name == "video_processor" and argument is None:
             return type(None)
+        if argument_name == "video_processor":
+            if not isinstance(argument, VideoProcessorMixin):
+                raise TypeError(f"video_processor must be a VideoProcessorMixin, got {type(argument).__name__}")
+            return VideoProcessorMixin
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
@@ -53,7 +88,7 @@ def tiny_llava_onevision_processor() -> LlavaOnevisionProcessor:
     return OfflineLlavaOnevisionProcessor(
         image_processor=image_processor,
         tokenizer=tiny_video_llava_tokenizer(),
-        video_processor=None,
+        video_processor=FrameVideoProcessor(),
         num_image_tokens=VIEW_PATCHES,
         vision_feature_select_strategy="full",
     )

@@ -7,6 +7,8 @@ packed rows and a hand-shortened prompt for generate.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import BatchFeature
@@ -15,7 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 import fastervlm
 from fastervlm.api import config_of
 from fastervlm.budget import kept_count
-from fastervlm.tiny import synthetic_images
+from fastervlm.tiny import synthetic_images, synthetic_video
 from fastervlm.tiny.llava_onevision import VIEW_PATCHES, tiny_llava_onevision, tiny_llava_onevision_processor
 
 PROMPTS = ["USER: <image>\nWhat is it? ASSISTANT:", "USER: <image>\nDescribe it. ASSISTANT:"]
@@ -159,7 +161,62 @@ def test_refusals(batch):
         fastervlm.prune(model, "vispruner", ratio=0.5)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['mode'\].*own options: newline"):
         fastervlm.prune(model, "fastervlm", mode="paper")
+
+
+def test_videos_keep_each_frames_top_k_of_its_pooled_tokens(processor):
+    """Two 4-frame videos: each frame keeps the top k of its 3 x 3 pooled tokens, scored by the received
+    attention pooled by the stock apply_pooling itself; the newline ending a video stays; generate equals the
+    stock model fed the kept rows of its own video features."""
+    videos = [synthetic_video(frames=4), synthetic_video(frames=4, seed=1)]
+    prompts = ["USER: <video>\nWhat happens? ASSISTANT:", "USER: <video>\nWhy? ASSISTANT:"]
+    inputs = processor(videos=videos, text=prompts, padding=True, return_tensors="pt")
+    stock, model = tiny_llava_onevision(text_layers=LAYERS), tiny_llava_onevision(text_layers=LAYERS)
+    frames = inputs["pixel_values_videos"].flatten(0, 1)
+    tower = stock.model.vision_tower
+    tower.set_attn_implementation("eager")
+    with torch.no_grad():
+        received = tower(frames, output_attentions=True).attentions[-1].mean(dim=(1, 2))
+    tower.set_attn_implementation("sdpa")
+    pooled = stock.model.apply_pooling(received.unsqueeze(-1))[..., 0]  # (frames, 9)
+    k = kept_count(pooled.shape[1], 0.5)
+    expected = pooled.topk(k, dim=-1).indices.sort(dim=-1).values.view(2, 4, k)
     fastervlm.prune(model, "fastervlm", ratio=0.5)
-    video = torch.zeros(1, 2, 3, 84, 84)
-    with pytest.raises(ValueError, match="videos are not pruned on LLaVA-OneVision yet"):
-        model(input_ids=batch["input_ids"][:1], pixel_values_videos=video)
+    with torch.no_grad():
+        pruned = generate(model, inputs)
+        output = stock.model.get_video_features(inputs["pixel_values_videos"])
+    report = fastervlm.last_report(model)
+    assert [[v.tolist() for v in views] for views in report.kept_indices] == expected.tolist()
+    n, features = pooled.shape[1], output.pooler_output
+    kept_rows = [torch.cat([(e + torch.arange(4).unsqueeze(1) * n).flatten(), torch.tensor([4 * n])]) for e in expected]
+    token = stock.config.video_token_id
+    short_ids = []
+    for b, keep in enumerate(kept_rows):
+        ids = inputs["input_ids"][b][inputs["attention_mask"][b].bool()].tolist()
+        first = ids.index(token)
+        short_ids.append(ids[:first] + [token] * len(keep) + ids[first + features.shape[1] :])
+    width, pad = max(map(len, short_ids)), stock.config.text_config.pad_token_id
+    output.pooler_output = torch.stack([f[r] for f, r in zip(features, kept_rows, strict=True)])
+    short = {
+        "input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in short_ids]),
+        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in short_ids]),
+        "mm_encoder_outputs": {"video": output},
+    }
+    with torch.no_grad():
+        reference = generate(stock, short)
+    assert torch.equal(pruned.sequences[:, -STEPS:], reference.sequences[:, -STEPS:])
+    for got, want in zip(pruned.logits, reference.logits, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_image_beyond_anyres_max_9_is_refused(processor):
+    """With 4 x 4 crop grids allowed, a large square image gets 16 crops, more than 9 views' worth of patches: the
+    stock code blends the grid by interpolation, which no kept set can place, so pruning refuses it by name."""
+    model = tiny_llava_onevision(text_layers=LAYERS)
+    pinpoints = [[84 * rows, 84 * cols] for rows in range(1, 5) for cols in range(1, 5)]
+    model.config.image_grid_pinpoints = pinpoints
+    big = copy.deepcopy(processor)
+    big.image_processor.image_grid_pinpoints = pinpoints
+    inputs = big(images=[synthetic_images(2)[1].resize((336, 336))], text=PROMPTS[:1], return_tensors="pt")
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with pytest.raises(ValueError, match="exceeds vision_aspect_ratio='anyres_max_9'"), torch.no_grad():
+        model(**inputs)

@@ -98,10 +98,13 @@ def test_kept_sets_are_top_k_of_the_eager_received_attention(family, batch):
     assert [views[0].tolist() for views in report.kept_indices] == [k.tolist() for k in expected]
 
 
-def shortened(model, inputs, kept: list[torch.Tensor], modality: str = "image") -> dict:
+def shortened(
+    model, inputs, kept: list[torch.Tensor], modality: str = "image", item_rows: list[torch.Tensor] | None = None
+) -> dict:
     """The stock model's inputs for the pruned sequence, built by hand: dropped image tokens removed, the stock
     encoder output cut to the kept rows, each kept token's original (t, h, w) ids from the stock get_rope_index,
-    contiguous text-row ids."""
+    contiguous text-row ids. kept: per sample, indices into its image tokens; item_rows: per image, its kept rows
+    (the same as kept when every sample holds one image)."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     grid = f"{modality}_grid_thw"
     positions, _ = model.model.get_rope_index(
@@ -127,9 +130,12 @@ def shortened(model, inputs, kept: list[torch.Tensor], modality: str = "image") 
         rope[:, b, width - len(r) :] = positions[:, b, r]
     text = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     out["position_ids"] = torch.cat([text.unsqueeze(0), rope])
-    output.pooler_output = [f[k] for f, k in zip(output.pooler_output, kept, strict=True)]
+    item_rows = kept if item_rows is None else item_rows
+    output.pooler_output = [f[k] for f, k in zip(output.pooler_output, item_rows, strict=True)]
     if getattr(output, "deepstack_features", None) is not None:  # Qwen3-VL: the same rows of every deepstack layer
-        output.deepstack_features = [[f[k] for f, k in zip(x, kept, strict=True)] for x in output.deepstack_features]
+        output.deepstack_features = [
+            [f[k] for f, k in zip(x, item_rows, strict=True)] for x in output.deepstack_features
+        ]
     out["mm_encoder_outputs"] = {modality: output}
     return out
 
@@ -153,6 +159,24 @@ def test_generate_equals_the_stock_model_on_the_shortened_sequence(family, batch
         mask = torch.cat([batch["attention_mask"], torch.ones_like(token)], dim=1)
         second = model(input_ids=token, attention_mask=mask, past_key_values=first.past_key_values)
     assert torch.allclose(second.logits[:, -1], pruned.logits[1], atol=1e-5)
+
+
+def test_beam_search_and_two_images_in_a_sample_match_the_shortened_sequence(processor):
+    """Sample 0 holds two images, sample 1 one; beam search expands the kept features and positions per beam."""
+    prompts = [IMAGE_PROMPT + "A" + IMAGE_PROMPT + "Compare.", "Hi " + IMAGE_PROMPT + "Describe this one."]
+    inputs = processor(images=synthetic_images(3, seed=1), text=prompts, padding=True, return_tensors="pt")
+    stock, model = tiny_qwen2_5_vl(), tiny_qwen2_5_vl()
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with torch.no_grad():
+        model(**inputs)  # the kept sets: beam search reports the beam-expanded rows
+        report = fastervlm.last_report(model)
+        pruned = generate(model, inputs, num_beams=2)
+        sizes = (inputs["image_grid_thw"].prod(-1) // 4).tolist()
+        items = [report.kept_indices[0][0], report.kept_indices[0][1], report.kept_indices[1][0]]
+        per_sample = [torch.cat([items[0], items[1] + sizes[0]]), items[2]]
+        reference = generate(stock, shortened(stock, inputs, per_sample, item_rows=items), num_beams=2)
+    assert [len(v) for views in report.kept_indices for v in views] == [round(0.5 * n) for n in sizes]
+    assert torch.equal(pruned.sequences[:, -STEPS:], reference.sequences[:, -STEPS:])
 
 
 def test_video_processor_patchifies_as_the_stock_image_processor(processor):

@@ -64,17 +64,25 @@ def continued(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     return whole, rest
 
 
-def test_continuation_of_a_shortened_prompt_is_refused(pruned, batch):
-    with pytest.raises(ValueError, match="cannot continue from a non-empty past_key_values with 'fastervlm'"):
-        continued(pruned, batch)
-
-
-@pytest.mark.parametrize("samples", [1, 2])
-def test_in_llm_continuation_equals_one_run(make_llava, batch, samples):
-    """FastV's cache keeps the full prompt below layer K, so generate continues it as the stock model does."""
-    model = fastervlm.prune(make_llava(text_layers=FASTV_LAYERS), method="fastv", ratio=0.75)
+@pytest.mark.parametrize(("method", "samples"), [("fastervlm", 1), ("fastervlm", 2), ("visionzip", 2), ("fastv", 2)])
+def test_continuation_equals_one_run(make_llava, batch, method, samples):
+    """generate() from the returned cache, given the whole text so far, as the stock model continues: the cache
+    of a pre-LLM method holds the shortened prompt (samples shortened by different amounts at batch 2), FastV's
+    the full prompt below layer K."""
+    model = fastervlm.prune(make_llava(text_layers=FASTV_LAYERS), method=method, ratio=0.75)
     whole, rest = continued(model, {k: v[:samples] for k, v in batch.items()})
     assert torch.equal(rest, whole)
+
+
+def test_continuing_a_foreign_cache_or_a_short_text_is_refused(pruned, batch):
+    with torch.no_grad():
+        first = pruned.generate(**batch, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+        with pytest.raises(ValueError, match="needs input_ids with the whole text so far"):
+            pruned.generate(input_ids=first.sequences[:, -3:], past_key_values=first.past_key_values, max_new_tokens=1)
+        foreign = DynamicCache()
+        foreign.update(torch.zeros(2, 4, 3, 16), torch.zeros(2, 4, 3, 16), 0)
+        with pytest.raises(ValueError, match="no pruned prefill of this model made it"):
+            pruned.generate(input_ids=first.sequences, past_key_values=foreign, max_new_tokens=1)
 
 
 @pytest.mark.parametrize(
