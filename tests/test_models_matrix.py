@@ -17,9 +17,12 @@ from fastervlm.tiny import (
     tiny_video_llava_processor,
 )
 from fastervlm.tiny.clip_text import tiny_method_options
+from fastervlm.tiny.llava_onevision import tiny_llava_onevision, tiny_llava_onevision_processor
+from fastervlm.tiny.qwen2_vl import IMAGE_PROMPT, tiny_qwen2_5_vl, tiny_qwen2_vl_processor
 
 IMAGE = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 VIDEO = "USER: <video>\nWhat happens? ASSISTANT:"
+VIDEO_PROMPT = "<|vision_start|><|video_pad|><|vision_end|>"
 DEPTH = {"sparsevlm": 17}  # its stages prune after layers 2, 6 and 15; the others need 4 at most
 # PyramidDrop's default stages (8, 16, 24) keep >= 25 %; FitPrune's fitted schedules are for 32 layers.
 BUDGET = {"pyramiddrop": {"ratio": 0.5, "layers": (1, 2, 3)}, "fitprune": {"schedule": (300, 100, 100, 0)}}
@@ -36,10 +39,51 @@ def video_inputs() -> dict:
     return dict(processor(text=[IMAGE, VIDEO], images=synthetic_images(1), videos=[synthetic_video()], padding=True))
 
 
+def qwen_inputs() -> dict:
+    """An image sample and a 4-frame video sample (2 frame groups)."""
+    prompts = [IMAGE_PROMPT + "What is in the picture?", VIDEO_PROMPT + "What happens?"]
+    processor = tiny_qwen2_vl_processor()
+    return dict(
+        processor(
+            images=synthetic_images(1),
+            videos=[synthetic_video(frames=4)],
+            text=prompts,
+            padding=True,
+            return_tensors="pt",
+        )
+    )
+
+
+def onevision_inputs() -> dict:
+    """An anyres image sample and a 4-frame video sample (frames pooled 2 x 2)."""
+    processor = tiny_llava_onevision_processor()
+    return dict(
+        processor(
+            text=[IMAGE, VIDEO],
+            images=synthetic_images(1),
+            videos=[synthetic_video(frames=4)],
+            padding=True,
+            return_tensors="pt",
+        )
+    )
+
+
 FAMILIES = {
     "llava-next-stock": (tiny_llava_next, lambda: next_inputs("stock"), {}),
     "llava-next-paper": (tiny_llava_next, lambda: next_inputs("paper"), {"mode": "paper"}),
     "video-llava": (tiny_video_llava, video_inputs, {}),
+    "qwen2.5-vl": (tiny_qwen2_5_vl, qwen_inputs, {}),
+    "llava-onevision": (tiny_llava_onevision, onevision_inputs, {}),
+}
+# Methods a family refuses at prune() for a reason of its own (merging methods are refused everywhere alike, below).
+NEEDS_CLS = r"score='cls' needs a vision \[CLS\] token"
+REFUSED = {
+    "qwen2.5-vl": {
+        "cdpruner": "does not provide",
+        "divprune": "does not provide",
+        "vispruner": "does not provide",
+    },
+    "llava-onevision": {"cdpruner": "CLIP text tower matching the vision tower", "vispruner": NEEDS_CLS},
 }
 
 
@@ -49,6 +93,10 @@ def test_method_prunes_or_refuses_clearly(family, method):
     build, inputs_of, options = FAMILIES[family]
     options = {**options, **tiny_method_options(method)}
     model = build(text_layers=DEPTH.get(method, 4))
+    if method in REFUSED.get(family, {}):
+        with pytest.raises(ValueError, match=REFUSED[family][method]):
+            fastervlm.prune(model, method=method, ratio=0.9, **options)
+        return
     if METHODS[method].merges and METHODS[method].stage == "vision":
         with pytest.raises(ValueError, match=f"method '{method}' makes new tokens, which .* cannot place"):
             fastervlm.prune(model, method=method, ratio=0.9, **options)

@@ -161,12 +161,3 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_classes = ("Qwen3VLForConditionalGeneration",)
     row_aligned_outputs = ("deepstack_features",)
     visual_injections = ("_deepstack_process",)
-
-    def modalities(self, model: nn.Module) -> list[Modality]:
-        return [Modality("image", model.config.image_token_id, "get_image_features")]
-
-    def encode(self, base: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Videos are refused: Qwen3-VL interleaves timestamps between frames, which is not handled yet."""
-        if inputs.get("pixel_values_videos") is not None or (inputs.get("mm_encoder_outputs") or {}).get("video"):
-            raise ValueError("videos are not pruned on Qwen3-VL yet; unprune the model to run videos, or pass images")
-        return super().encode(base, inputs)

@@ -262,6 +262,8 @@ class Installation(InstanceBound):
                 num_views=views,
                 grid=grid,
                 received_attention=None if scores is None else scores[start : start + views * n].view(views, n),
+                # The encoder's output rows are the LLM's input embeddings of these tokens (merged, or pooled).
+                projected=features[: views * n].view(views, n, -1) if "projected_features" in self.needs else None,
             )
             kept = self.method.select(self.config, signals)
             offsets = torch.arange(views, device=kept.device).unsqueeze(1) * n

@@ -30,7 +30,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 # Without torchvision, `Qwen2VLImageProcessor` only falls back to this class after a warning.
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 from transformers.video_processing_utils import VideoProcessorMixin
-from transformers.video_utils import make_batched_videos
+from transformers.video_utils import VideoMetadata, make_batched_videos
 
 from fastervlm.tiny.llava import seeded_model
 
@@ -49,6 +49,8 @@ MERGE = 2
 # Pixel budget of the image processor: 4..20 merged tokens' worth of 28 x 28 pixels (the real range is 4..16384).
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 20 * 28 * 28
 IMAGE_PROMPT = "<|vision_start|><|image_pad|><|vision_end|>"  # what Qwen's chat template writes per image
+VIDEO_PROMPT = "<|vision_start|><|video_pad|><|vision_end|>"  # per video (Qwen3-VL's processor adds timestamps)
+FPS = 2.0  # the synthetic videos' frame rate, for Qwen3-VL's timestamps
 
 
 def tiny_qwen_tokenizer() -> PreTrainedTokenizerFast:
@@ -73,6 +75,15 @@ def tiny_qwen_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def offline_video_processor_class(argument: Any) -> type:
+    """The class check transformers 5.23 cannot do without torchvision, done directly (None: no videos)."""
+    if argument is None:
+        return type(None)
+    if not isinstance(argument, VideoProcessorMixin):
+        raise TypeError(f"video_processor must be a VideoProcessorMixin, got {type(argument).__name__}")
+    return VideoProcessorMixin
+
+
 class OfflineQwen2VLProcessor(Qwen2VLProcessor):
     """The stock Qwen2VLProcessor for images, constructible without torchvision.
 
@@ -83,12 +94,8 @@ class OfflineQwen2VLProcessor(Qwen2VLProcessor):
     """
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
-        if argument_name == "video_processor" and argument is None:
-            return type(None)
         if argument_name == "video_processor":
-            if not isinstance(argument, VideoProcessorMixin):
-                raise TypeError(f"video_processor must be a VideoProcessorMixin, got {type(argument).__name__}")
-            return VideoProcessorMixin
+            return offline_video_processor_class(argument)
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
@@ -98,23 +105,23 @@ class FrameGroupVideoProcessor(VideoProcessorMixin):
     The stock steps on PIL frames: every frame resized to the smart_resize of the first (multiples of 28 px within
     the pixel budget), rescaled and normalised, the last frame repeated to an even count, then patchified as
     Qwen2VLVideoProcessor.patchify does: consecutive frame pairs form one temporal patch, a frame group, and each
-    group's patches are ordered merge group by merge group. Returns pixel_values_videos (patches, 1176) and
-    video_grid_thw (videos, 3).
+    group's patches are ordered merge group by merge group. Returns pixel_values_videos (patches, 3 x 2 x p x p),
+    video_grid_thw (videos, 3) and, for Qwen3-VL's timestamps, video_metadata (frames taken at FPS).
     """
 
     model_input_names = ["pixel_values_videos", "video_grid_thw"]  # noqa: RUF012 - transformers reads it
     merge_size = MERGE
     temporal_patch_size = 2
 
-    def __init__(self, image_processor: Qwen2VLImageProcessorPil) -> None:
-        self.image_processor = image_processor
+    def __init__(self, image_processor: Qwen2VLImageProcessorPil, patch_size: int = PATCH_SIZE) -> None:
+        self.image_processor, self.patch_size = image_processor, patch_size
 
     def preprocess(self, videos: Any, return_tensors: str | None = None, **kwargs: Any) -> BatchFeature:
-        patch, merge, temporal = PATCH_SIZE, self.merge_size, self.temporal_patch_size
+        patch, merge, temporal = self.patch_size, self.merge_size, self.temporal_patch_size
         size = self.image_processor.size
         mean = torch.tensor(self.image_processor.image_mean).view(1, 3, 1, 1)
         std = torch.tensor(self.image_processor.image_std).view(1, 3, 1, 1)
-        pixels, grids = [], []
+        pixels, grids, metadata = [], [], []
         for frames in make_batched_videos(videos):
             frames = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)) for f in frames]
             height, width = smart_resize(
@@ -128,8 +135,11 @@ class FrameGroupVideoProcessor(VideoProcessorMixin):
             groups = video.view(t, temporal, 3, h // merge, merge, patch, w // merge, merge, patch)
             pixels.append(groups.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(t * h * w, -1))
             grids.append([t, h, w])
+            metadata.append(
+                VideoMetadata(total_num_frames=len(frames), fps=FPS, frames_indices=list(range(len(frames))))
+            )
         data = {"pixel_values_videos": torch.cat(pixels), "video_grid_thw": torch.tensor(grids)}
-        return BatchFeature(data, tensor_type=return_tensors)
+        return BatchFeature({**data, "video_metadata": metadata}, tensor_type=return_tensors)
 
 
 def tiny_qwen2_vl_processor() -> Qwen2VLProcessor:
@@ -220,11 +230,11 @@ def tiny_qwen2_5_vl(
 
 
 class OfflineQwen3VLProcessor(Qwen3VLProcessor):
-    """The stock Qwen3VLProcessor for images, constructible without torchvision (see OfflineQwen2VLProcessor)."""
+    """The stock Qwen3VLProcessor, constructible without torchvision (see OfflineQwen2VLProcessor)."""
 
     def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> type:
-        if argument_name == "video_processor" and argument is None:
-            return type(None)
+        if argument_name == "video_processor":
+            return offline_video_processor_class(argument)
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
@@ -238,7 +248,10 @@ def tiny_qwen3_vl_processor() -> Qwen3VLProcessor:
         merge_size=MERGE,
     )
     tokenizer = tiny_qwen_tokenizer()
-    return OfflineQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None)
+    video_processor = FrameGroupVideoProcessor(image_processor, patch_size=QWEN3_PATCH_SIZE)
+    return OfflineQwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor
+    )
 
 
 def tiny_qwen3_vl_config(vision_layers: int = 2, text_layers: int = 3, text_hidden: int = 64) -> Qwen3VLConfig:

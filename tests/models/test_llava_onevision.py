@@ -7,6 +7,8 @@ packed rows and a hand-shortened prompt for generate.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import BatchFeature
@@ -204,3 +206,17 @@ def test_videos_keep_each_frames_top_k_of_its_pooled_tokens(processor):
     assert torch.equal(pruned.sequences[:, -STEPS:], reference.sequences[:, -STEPS:])
     for got, want in zip(pruned.logits, reference.logits, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_image_beyond_anyres_max_9_is_refused(processor):
+    """With 4 x 4 crop grids allowed, a large square image gets 16 crops, more than 9 views' worth of patches: the
+    stock code blends the grid by interpolation, which no kept set can place, so pruning refuses it by name."""
+    model = tiny_llava_onevision(text_layers=LAYERS)
+    pinpoints = [[84 * rows, 84 * cols] for rows in range(1, 5) for cols in range(1, 5)]
+    model.config.image_grid_pinpoints = pinpoints
+    big = copy.deepcopy(processor)
+    big.image_processor.image_grid_pinpoints = pinpoints
+    inputs = big(images=[synthetic_images(2)[1].resize((336, 336))], text=PROMPTS[:1], return_tensors="pt")
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with pytest.raises(ValueError, match="exceeds vision_aspect_ratio='anyres_max_9'"), torch.no_grad():
+        model(**inputs)

@@ -12,7 +12,7 @@ import torch
 
 import fastervlm
 from fastervlm.budget import kept_count
-from fastervlm.tiny import synthetic_images
+from fastervlm.tiny import synthetic_images, synthetic_video
 from fastervlm.tiny.qwen2_vl import IMAGE_PROMPT, tiny_qwen3_vl, tiny_qwen3_vl_processor
 from tests.models.test_qwen2_vl import STEPS, eager_received, generate, shortened
 from tests.reference import merged_embeddings, run_layers
@@ -133,8 +133,26 @@ def test_batched_equals_one_by_one(method, options, processor, batch):
             assert torch.equal(alone[0, -STEPS:], together[b, -STEPS:])
 
 
-def test_videos_are_refused_not_run_unpruned(batch):
-    model = fastervlm.prune(tiny_qwen3_vl(), "fastervlm", ratio=0.5)
-    video = {"pixel_values_videos": torch.zeros(4, 1536), "video_grid_thw": torch.tensor([[1, 2, 2]])}
-    with pytest.raises(ValueError, match="videos are not pruned on Qwen3-VL yet"):
-        model(input_ids=batch["input_ids"][:1], **video)
+def test_videos_with_timestamps_keep_each_frame_groups_top_k(processor):
+    """Qwen3-VL writes a timestamp before each frame group, so a video's tokens come in runs; each frame group
+    keeps the top half of its own received attention, and generate equals the stock model on the shortened
+    sequence with the deepstack features cut alike."""
+    videos = [synthetic_video(frames=4), synthetic_video(frames=4, seed=1, size=(200, 300))]
+    prompts = ["<|video_pad|>What happens?", "Hi <|video_pad|>Why?"]
+    inputs = processor(videos=videos, text=prompts, padding=True, return_tensors="pt")
+    eager, stock, model = tiny_qwen3_vl(attn_implementation="eager"), tiny_qwen3_vl(), tiny_qwen3_vl()
+    expected, rows = [], []
+    for scores, t in zip(eager_received(eager, inputs, "video"), inputs["video_grid_thw"][:, 0].tolist(), strict=True):
+        groups = scores.view(t, -1)
+        kept = groups.topk(round(0.5 * groups.shape[1]), dim=-1).indices.sort(dim=-1).values
+        expected.append(kept)
+        rows.append((kept + torch.arange(t).unsqueeze(1) * groups.shape[1]).flatten())
+    fastervlm.prune(model, "fastervlm", ratio=0.5)
+    with torch.no_grad():
+        pruned = generate(model, inputs)
+        views = fastervlm.last_report(model).kept_indices
+        reference = generate(stock, shortened(stock, inputs, rows, "video"))
+    assert [[v.tolist() for v in vs] for vs in views] == [e.tolist() for e in expected]
+    assert torch.equal(pruned.sequences[:, -STEPS:], reference.sequences[:, -STEPS:])
+    for got, want in zip(pruned.logits, reference.logits, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

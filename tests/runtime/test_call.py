@@ -10,6 +10,7 @@ import torch
 
 import fastervlm
 from fastervlm.tiny import synthetic_images, tiny_llava_next, tiny_llava_next_processor
+from tests.test_matrix import CASES, text_layers_for
 
 THREADS = 3
 NEW = 3
@@ -48,9 +49,10 @@ def concurrent_equals_sequential(model, inputs: list[dict], modules) -> None:
         assert [[v.tolist() for v in s] for s in kept] == [[v.tolist() for v in s] for s in want_kept]
 
 
-@pytest.mark.parametrize(("method", "layers"), [("fastervlm", 2), ("visionzip", 2), ("fastv", 4)])
-def test_threads_generating_on_one_model(make_llava, processor, method, layers):
-    model = fastervlm.prune(make_llava(text_layers=layers), method=method, ratio=0.75)
+@pytest.mark.parametrize(("method", "options"), CASES)
+def test_threads_generating_on_one_model(make_llava, processor, method, options):
+    """Every method: the vision encode, the projector's selection and each in-LLM stage overlap across threads."""
+    model = fastervlm.prune(make_llava(text_layers=text_layers_for(method, options)), method=method, **options)
     images = synthetic_images(THREADS, seed=3)
     inputs = [
         processor(images=[image], text=[f"USER: <image>\n{q} ASSISTANT:"], return_tensors="pt")

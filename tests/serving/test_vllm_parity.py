@@ -1,0 +1,36 @@
+"""The vLLM plugin against transformers + fastervlm.prune: same checkpoint, image and ratio, same greedy tokens."""
+
+from __future__ import annotations
+
+from tests.serving.conftest import NEW_TOKENS, OPTIONS, PROMPT, require_vllm
+
+require_vllm()
+
+from fastervlm.budget import kept_count  # noqa: E402
+from fastervlm.tiny import IMAGE_SEQ_LENGTH  # noqa: E402
+
+
+def test_greedy_tokens_and_kept_indices_equal_transformers(checkpoint, image, offline):
+    from vllm import LLM, SamplingParams
+
+    from fastervlm.serving.vllm_plugin import register
+
+    register()  # what vLLM's entry point does in every engine process
+    llm = LLM(
+        model=str(checkpoint),
+        dtype="float32",
+        max_model_len=1024,
+        max_num_seqs=2,
+        enforce_eager=True,
+        limit_mm_per_prompt={"image": 1},
+        mm_processor_cache_gb=0,
+        hf_overrides={"architectures": ["FasterVLMLlavaForConditionalGeneration"], "fastervlm": OPTIONS},
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    [result] = llm.generate({"prompt": PROMPT, "multi_modal_data": {"image": image}}, params)
+    [kept] = llm.apply_model(lambda model: model.last_kept)
+
+    k = kept_count(IMAGE_SEQ_LENGTH, OPTIONS["ratio"])
+    assert len(offline["kept"]) == k and kept == [offline["kept"]]
+    assert result.prompt_token_ids == offline["prompt_ids"]
+    assert list(result.outputs[0].token_ids) == offline["tokens"]
