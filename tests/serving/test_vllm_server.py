@@ -97,5 +97,6 @@ def test_served_answer_equals_offline(server, checkpoint, image, offline):
         temperature=0.0,
         extra_body={"ignore_eos": True, "return_token_ids": True},
     )
-    assert response.prompt_token_ids == offline["prompt_ids"]
-    assert response.choices[0].token_ids == offline["tokens"]
+    expected = offline(OPTIONS)
+    assert response.prompt_token_ids == expected["prompt_ids"]
+    assert response.choices[0].token_ids == expected["tokens"]
