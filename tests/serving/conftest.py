@@ -18,6 +18,7 @@ from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
 PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 OPTIONS = {"method": "fastervlm", "ratio": 0.9}
 NEW_TOKENS = 8
+LOGPROB_TOLERANCE = 1e-4  # fp32 on both sides; vLLM's kernels differ from transformers' sdpa
 # vLLM's CPU attention needs a head size of at least 32: two heads of 32 in both towers.
 SERVABLE_SIZES = {"vision_hidden": 64, "text_hidden": 64, "heads": 2, "kv_heads": 2}
 
@@ -64,7 +65,7 @@ def offline(checkpoint, image) -> Callable[[dict], dict]:
 
 def offline_answer(checkpoint: Path, image, options: dict) -> dict:
     """The prompt ids with <image> as the placeholders the pruned model fed its LLM (what a server must lay
-    out), the greedy tokens, and the image's kept patch indices."""
+    out), the greedy tokens and their log-probabilities, and the image's kept patch indices."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(checkpoint)
@@ -74,13 +75,20 @@ def offline_answer(checkpoint: Path, image, options: dict) -> dict:
     fastervlm.prune(model, method=options.pop("method"), **options)
     batch = processor(images=[image], text=[PROMPT], return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
+        out = model.generate(
+            **batch, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+    tokens = out.sequences[0, batch["input_ids"].shape[1] :]
     report = fastervlm.last_report(model)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     ids = processor.tokenizer(PROMPT)["input_ids"]
     prompt = [t for i in ids for t in ([i] * report.visual_tokens_out if i == image_id else [i])]
     return {
         "prompt_ids": prompt,
-        "tokens": out[0, batch["input_ids"].shape[1] :].tolist(),
+        "tokens": tokens.tolist(),
+        # Each greedy token's log-probability: 8 argmaxes alone can miss a slightly wrong visual token.
+        "logprobs": [
+            torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, tokens, strict=True)
+        ],
         "kept": report.kept_indices[0][0].tolist(),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serving.conftest import NEW_TOKENS, OPTIONS, PROMPT, require_vllm
+from tests.serving.conftest import LOGPROB_TOLERANCE, NEW_TOKENS, OPTIONS, PROMPT, require_vllm
 
 require_vllm()
 
@@ -32,14 +32,17 @@ def test_greedy_tokens_and_kept_indices_equal_transformers(checkpoint, image, of
         mm_processor_cache_gb=0,
         hf_overrides={"architectures": ["FasterVLMLlavaForConditionalGeneration"], "fastervlm": options},
     )
-    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=0)
     [result] = llm.generate({"prompt": PROMPT, "multi_modal_data": {"image": image}}, params)
     [kept] = llm.apply_model(lambda model: model.last_kept)
 
     expected = offline(options)
     assert kept == [expected["kept"]]
     assert result.prompt_token_ids == expected["prompt_ids"]
-    assert list(result.outputs[0].token_ids) == expected["tokens"]
+    output = result.outputs[0]
+    assert list(output.token_ids) == expected["tokens"]
+    logprobs = [step[t].logprob for step, t in zip(output.logprobs, output.token_ids, strict=True)]
+    assert logprobs == pytest.approx(expected["logprobs"], abs=LOGPROB_TOLERANCE)
     del llm
 
 

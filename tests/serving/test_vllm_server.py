@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import NEW_TOKENS, OPTIONS, require_vllm
+from tests.serving.conftest import LOGPROB_TOLERANCE, NEW_TOKENS, OPTIONS, require_vllm
 
 require_vllm()
 
@@ -95,8 +95,11 @@ def test_served_answer_equals_offline(server, checkpoint, image, offline):
         ],
         max_tokens=NEW_TOKENS,
         temperature=0.0,
+        logprobs=True,
         extra_body={"ignore_eos": True, "return_token_ids": True},
     )
     expected = offline(OPTIONS)
     assert response.prompt_token_ids == expected["prompt_ids"]
     assert response.choices[0].token_ids == expected["tokens"]
+    logprobs = [step.logprob for step in response.choices[0].logprobs.content]
+    assert logprobs == pytest.approx(expected["logprobs"], abs=LOGPROB_TOLERANCE)
