@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from fastervlm.bench import batch_cli, profile_cli
+from fastervlm.bench import batch_cli, profile_cli, serve_cli
 from fastervlm.cli_args import METHOD_NAMES, Names, add_threads
 from fastervlm.terminal import print_table
 
@@ -93,6 +93,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     lat.set_defaults(func=run_latency)
     profile_cli.add_parser(kinds)
     batch_cli.add_parser(kinds)
+    serve_cli.add_parser(kinds)
 
 
 def budget_cells(args: argparse.Namespace) -> list[tuple[str, float | int]]:
