@@ -4,7 +4,9 @@ answer (transformers + fastervlm.prune) the served ones must equal."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from fastervlm.tiny import synthetic_images, tiny_llava, tiny_processor
 PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 OPTIONS = {"method": "fastervlm", "ratio": 0.9}
 NEW_TOKENS = 8
+LOGPROB_TOLERANCE = 1e-4  # fp32 on both sides; vLLM's kernels differ from transformers' sdpa
 # vLLM's CPU attention needs a head size of at least 32: two heads of 32 in both towers.
 SERVABLE_SIZES = {"vision_hidden": 64, "text_hidden": 64, "heads": 2, "kv_heads": 2}
 
@@ -47,24 +50,45 @@ def image():
 
 
 @pytest.fixture(scope="session")
-def offline(checkpoint, image) -> dict:
-    """transformers + fastervlm.prune on the saved checkpoint: the prompt ids with <image> as k placeholders (what a
-    server must lay out), the greedy tokens, the image's kept indices."""
+def offline(checkpoint, image) -> Callable[[dict], dict]:
+    """Answers of transformers + fastervlm.prune on the saved checkpoint, per method options (cached)."""
+    answers: dict[str, dict] = {}
+
+    def answer(options: dict) -> dict:
+        key = json.dumps(options, sort_keys=True)
+        if key not in answers:
+            answers[key] = offline_answer(checkpoint, image, options)
+        return answers[key]
+
+    return answer
+
+
+def offline_answer(checkpoint: Path, image, options: dict) -> dict:
+    """The prompt ids with <image> as the placeholders the pruned model fed its LLM (what a server must lay
+    out), the greedy tokens and their log-probabilities, and the image's kept patch indices."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # vLLM runs with ignore_eos: both go the full length
-    options = dict(OPTIONS)
+    options = dict(options)
     fastervlm.prune(model, method=options.pop("method"), **options)
     batch = processor(images=[image], text=[PROMPT], return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False)
-    kept = fastervlm.last_report(model).kept_indices[0][0].tolist()
+        out = model.generate(
+            **batch, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+    tokens = out.sequences[0, batch["input_ids"].shape[1] :]
+    report = fastervlm.last_report(model)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
-    prompt = [t for i in processor.tokenizer(PROMPT)["input_ids"] for t in ([i] * len(kept) if i == image_id else [i])]
+    ids = processor.tokenizer(PROMPT)["input_ids"]
+    prompt = [t for i in ids for t in ([i] * report.visual_tokens_out if i == image_id else [i])]
     return {
         "prompt_ids": prompt,
-        "tokens": out[0, batch["input_ids"].shape[1] :].tolist(),
-        "kept": kept,
+        "tokens": tokens.tolist(),
+        # Each greedy token's log-probability: 8 argmaxes alone can miss a slightly wrong visual token.
+        "logprobs": [
+            torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, tokens, strict=True)
+        ],
+        "kept": report.kept_indices[0][0].tolist(),
     }

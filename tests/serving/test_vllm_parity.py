@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from tests.serving.conftest import NEW_TOKENS, OPTIONS, PROMPT, require_vllm
+import pytest
+
+from tests.serving.conftest import LOGPROB_TOLERANCE, NEW_TOKENS, OPTIONS, PROMPT, require_vllm
 
 require_vllm()
 
 from fastervlm.budget import kept_count  # noqa: E402
 from fastervlm.tiny import IMAGE_SEQ_LENGTH  # noqa: E402
 
+# FasterVLM itself, and VisionZip: a merging method that also reads the keys and the [CLS] token's features.
+CASES = [OPTIONS, {"method": "visionzip", "tokens": 64}]
 
-def test_greedy_tokens_and_kept_indices_equal_transformers(checkpoint, image, offline):
+
+@pytest.mark.parametrize("options", CASES, ids=lambda o: o["method"])
+def test_greedy_tokens_and_kept_indices_equal_transformers(checkpoint, image, offline, options):
     from vllm import LLM, SamplingParams
 
     from fastervlm.serving.vllm_plugin import register
@@ -24,13 +30,21 @@ def test_greedy_tokens_and_kept_indices_equal_transformers(checkpoint, image, of
         enforce_eager=True,
         limit_mm_per_prompt={"image": 1},
         mm_processor_cache_gb=0,
-        hf_overrides={"architectures": ["FasterVLMLlavaForConditionalGeneration"], "fastervlm": OPTIONS},
+        hf_overrides={"architectures": ["FasterVLMLlavaForConditionalGeneration"], "fastervlm": options},
     )
-    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=0)
     [result] = llm.generate({"prompt": PROMPT, "multi_modal_data": {"image": image}}, params)
     [kept] = llm.apply_model(lambda model: model.last_kept)
 
-    k = kept_count(IMAGE_SEQ_LENGTH, OPTIONS["ratio"])
-    assert len(offline["kept"]) == k and kept == [offline["kept"]]
-    assert result.prompt_token_ids == offline["prompt_ids"]
-    assert list(result.outputs[0].token_ids) == offline["tokens"]
+    expected = offline(options)
+    assert kept == [expected["kept"]]
+    assert result.prompt_token_ids == expected["prompt_ids"]
+    output = result.outputs[0]
+    assert list(output.token_ids) == expected["tokens"]
+    logprobs = [step[t].logprob for step, t in zip(output.logprobs, output.token_ids, strict=True)]
+    assert logprobs == pytest.approx(expected["logprobs"], abs=LOGPROB_TOLERANCE)
+    del llm
+
+
+def test_fastervlm_keeps_the_papers_count(offline):
+    assert len(offline(OPTIONS)["kept"]) == kept_count(IMAGE_SEQ_LENGTH, OPTIONS["ratio"])
