@@ -2,7 +2,8 @@
 # One-command GPU benchmark: LLaVA-1.5-7B and LLaVA-NeXT-7B (paper layout) at full size with random weights
 # (speed does not depend on weight values; nothing is downloaded but packages), bf16, sdpa and flash attention
 # when it installs, unpruned / FasterVLM / FastV / SparseVLM at 75 / 90 / 95 %: time to first token, decode
-# tokens/s, peak memory -> benchmarks/results/gpu_<hardware>.json. About 6 minutes on one H200.
+# tokens/s, peak memory -> benchmarks/results/gpu_<hardware>.json. Sized to stay under 8 minutes on one H200
+# (an estimate; not yet run on one).
 #
 #   bash benchmarks/gpu.sh                                  # on a GPU machine, bare or not
 #   GPU_BENCH_DEVICE=cpu GPU_BENCH_SCALE=0.02 bash benchmarks/gpu.sh   # the same path on a CPU, in a minute

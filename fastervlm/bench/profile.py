@@ -30,7 +30,7 @@ import fastervlm
 from fastervlm.api import installation
 from fastervlm.bench.archs import Arch
 from fastervlm.bench.flops import FlopsRow, flops
-from fastervlm.bench.latency import now
+from fastervlm.bench.latency import built, now
 from fastervlm.methods import method_entry
 from fastervlm.models import adapter_for
 from fastervlm.runtime import probe
@@ -144,7 +144,7 @@ def profile(
     if method_entry(method).stage != "vision":
         raise ValueError(f"the profile's floor needs a method that prunes before the LLM, got {method!r}")
     target = torch.device(device)
-    model = arch.model(scale).to(target, dtype)
+    model = built(arch, scale, target, dtype)
     inputs = {k: v.to(target) for k, v in arch.sample(1).items()}
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     tower = model.model.vision_tower
@@ -166,13 +166,13 @@ def profile(
                 undo()
             trimmed = clock.take()
             fastervlm.prune(model, method=method, ratio=ratio)
+            undos = label_method(clock, model)
             try:
-                undos = label_method(clock, model)
                 clock.call("rest of the call", model, **inputs, logits_to_keep=1)
                 short, kept = floor_inputs(model, inputs)
+            finally:
                 for undo in reversed(undos):
                     undo()
-            finally:
                 fastervlm.unprune(model)
             pruned = clock.take()
             clock.call("rest of the call", floor_prefill, model, trim, inputs["pixel_values"], short, kept)
